@@ -1,0 +1,52 @@
+"""spoofstore's feature store: protocols + audio in, a chunked Zarr/HDF5 feature store out.
+
+Public API::
+
+    from featstore import compute_feature, FEATURES, build, open_store
+
+Heavy modules (Numba kernels, zarr, h5py) load on first use, so ``import featstore`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from featstore._version import __version__
+from featstore.errors import (
+    AudioError,
+    FeatureError,
+    ManifestError,
+    SpoofstoreError,
+    StoreError,
+)
+from featstore.features.registry import FEATURES, FeatureSpec, compute_feature
+
+if TYPE_CHECKING:
+    from featstore.build import build
+    from featstore.store import open_store
+
+_LAZY = {
+    "build": "featstore.build",
+    "open_store": "featstore.store",
+}
+
+__all__ = [
+    "FEATURES",
+    "AudioError",
+    "FeatureError",
+    "FeatureSpec",
+    "ManifestError",
+    "SpoofstoreError",
+    "StoreError",
+    "__version__",
+    "build",
+    "compute_feature",
+    "open_store",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'featstore' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""``python -m featstore`` runs the ``featstore`` command."""
+
+from featstore.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""spoofstore's trainer: crop samplers over a feature store, models, training, scoring, metrics.
+
+Public API::
+
+    import trainer
+    model = trainer.build_model("grcnn")
+    run = trainer.fit("store.zarr", model="grcnn", out="runs/grcnn", epochs=1)
+
+Modules load on first use, so ``import trainer`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from featstore._version import __version__
+
+_LAZY = {
+    "build_model": "trainer.models",
+    "MODELS": "trainer.models",
+    "fit": "trainer.fit",
+    "FitConfig": "trainer.fit",
+    "score": "trainer.score",
+    "compute_metrics": "trainer.metrics",
+}
+
+__all__ = ["MODELS", "FitConfig", "__version__", "build_model", "compute_metrics", "fit", "score"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
