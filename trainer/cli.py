@@ -23,9 +23,135 @@ def cli() -> None:
 
 # --- fit --------------------------------------------------------------------------------------
 
+
+@cli.command("fit")
+@click.argument("store", type=click.Path())
+@click.option("--model", default=None, help="Model name [default: grcnn].")
+@click.option("--out", default=None, help="Run directory [default: runs/<model>-<time>].")
+@click.option("--epochs", type=int, default=None, help="Epochs [default: 20].")
+@click.option("--batch-size", type=int, default=None, help="Crops per step [default: 32].")
+@click.option("--crop-frames", type=int, default=None, help="Crop length [default: model's].")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 3e-4].")
+@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option("--device", default=None, help="auto|cpu|cuda[:N] [default: auto].")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default=None,
+    help="Autocast precision [default: auto = bf16/fp16 on CUDA, fp32 on CPU].",
+)
+@click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2].")
+@click.option(
+    "--balance/--no-balance",
+    default=None,
+    help="Class-balanced crops instead of a class-weighted loss.",
+)
+@click.option("--resume", is_flag=True, default=False, help="Continue the run from last.pt.")
+@click.option("--patience", type=int, default=None, help="Early stopping after N bad epochs.")
+@click.option("--compile", "compile_", is_flag=True, default=False, help="torch.compile.")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress output.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file of FitConfig fields (flags override it).",
+)
+def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **flags) -> None:
+    """Train a countermeasure on STORE (a featstore store) into a run directory."""
+    import os
+
+    from trainer.fit import fit
+
+    settings = {k: v for k, v in flags.items() if v is not None}
+    if not settings.get("resume"):
+        settings.pop("resume", None)
+    if compile_:
+        settings["compile"] = True
+    if quiet:
+        settings["progress"] = False
+    result = fit(store, config=config_file, **settings)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    if result.best_epoch and result.best_dev_eer == result.best_dev_eer:
+        click.echo(
+            f"done: {result.out}  best dev EER {100 * result.best_dev_eer:.2f}% "
+            f"(epoch {result.best_epoch}, {result.best})"
+        )
+    else:
+        click.echo(f"done: {result.out}")
+
+
 # --- score ------------------------------------------------------------------------------------
 
 # --- metrics ----------------------------------------------------------------------------------
+
+
+@cli.command("metrics")
+@click.argument("scores", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--asv-scores", type=click.Path(dir_okay=False), help="ASV scores (for t-DCF).")
+@click.option("--protocol", type=click.Path(dir_okay=False), help="Key / protocol file.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all as JSON.")
+@click.option("--det", type=click.Path(dir_okay=False), help="Draw the DET curve(s) (PNG).")
+@click.option("--by", default="attack", show_default=True, help="Breakdown: key-file column.")
+@click.option("--legacy-tdcf", is_flag=True, help="Show the ASVspoof 2019 challenge t-DCF.")
+def metrics_cmd(
+    scores: tuple[str, ...],
+    asv_scores: str | None,
+    protocol: str | None,
+    json_out: str | None,
+    det: str | None,
+    by: str,
+    legacy_tdcf: bool,
+) -> None:
+    """EER, min t-DCF, minDCF, actDCF, Cllr and a per-attack table of CM score files.
+
+    SCORES: 2019 6-column (SPEAKER UTT - SYSTEM KEY SCORE), 2021 'UTT SCORE' or ASVspoof 5
+    tsv files; the last two need --protocol. With several files, --json writes
+    {"results": [...]} and --det overlays their curves.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from trainer.metrics import format_metrics, format_summary
+    from trainer.scorefiles import evaluate_score_files, results_to_json
+
+    results = evaluate_score_files(scores, asv_scores=asv_scores, protocol=protocol, by=by)
+    names = [Path(r.cm.path).name for r in results]
+    if len(set(names)) < len(names):
+        names = [r.cm.path for r in results]
+    pending: list[tuple[Path, Path]] = []  # (temporary, final): nothing is written on error
+    try:
+        if det:
+            from trainer.plots import plot_det
+
+            final = Path(det)
+            tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}{final.suffix or '.png'}")
+            pending.append((tmp, final))
+            plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
+        if json_out:
+            final = Path(json_out)
+            tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+            pending.append((tmp, final))
+            tmp.write_text(json.dumps(results_to_json(results), indent=2) + "\n")
+        for tmp, final in pending:
+            os.replace(tmp, final)
+    except OSError as exc:
+        from trainer.errors import ScoreFileError
+
+        raise ScoreFileError(exc.filename, f"cannot write: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+    for n, r in zip(names, results, strict=True):
+        title = f"{n}  ({r.cm.format} format)"
+        click.echo(format_metrics(r.metrics, title=title, legacy_tdcf=legacy_tdcf, by=by))
+        click.echo("")
+    if len(results) > 1:
+        named = [(n, r.metrics) for n, r in zip(names, results, strict=True)]
+        click.echo(format_summary(named, legacy_tdcf=legacy_tdcf))
 
 
 def main(argv: list[str] | None = None) -> None:
