@@ -158,6 +158,7 @@ _SPECS = (
             "hop_length": 160,
             "n_fft": 512,
             "preemphasis": 0.97,
+            "with_energy": True,
             "deltas": True,
         },
         n_bins=lambda p: p["n_ceps"] * (3 if p["deltas"] else 1),

@@ -1,0 +1,514 @@
+"""Spectral front ends: log-mel power (GRCNN second stream) and log10 mel filterbanks (VGG).
+
+Both kernels share one pipeline, also used by :mod:`featstore.features.lfcc`:
+
+1. complete frames from :func:`~featstore.features.framing.frame_signal` (frame ``i`` covers
+   samples ``[hop * i, hop * i + win)``; no centring, no padding);
+2. a periodic window (``scipy.signal.get_window(window, win_length)``, the convention of
+   librosa and ``torch.*_window``), zero-padded to ``n_fft`` by batched ``scipy.fft.rfft``
+   calls over chunks of frames (bounded memory for long recordings, see
+   :func:`stft_filterbank`);
+3. a filterbank applied to the power spectrum ``|X|^2`` by :func:`filterbank_energies`, a
+   Numba kernel that only visits each filter's non-zero bins (a Slaney mel filter covers a
+   handful of bins: ``logmel`` has ~1000 non-zero weights against the 513 x 256 of a dense
+   matrix product, which would cost about as much as the FFT itself);
+4. the logarithm, in place, on the float32 output.
+
+Window convention of ``logmel``: we found no public feature code of the GRCNN paper itself
+(Gomez-Alanis et al., "A gated recurrent convolutional neural network for robust spoofing
+detection", IEEE/ACM TASLP 2019). Its first author's public ASVspoof 2019 code
+(github.com/alexgomezalanis/asvspoof19-loss-functions and .../gkde-loss-function,
+``dataset.py``) computes the Blackman STFT with ``scipy.signal.stft(..., window='blackman')``,
+i.e. ``scipy.signal.get_window('blackman', nperseg)``: the periodic window. We use the same
+(it is also librosa's convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numba
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+import scipy.signal
+
+from featstore.errors import FeatureError
+from featstore.features.framing import frame_signal
+from featstore.signal import SAMPLE_RATE, as_float_signal
+
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True, eq=False)
+class Filterbank:
+    """A filterbank stored with the band of non-zero bins of each filter.
+
+    Attributes
+    ----------
+    weights : np.ndarray
+        float64 ``(n_filters, n_fft // 2 + 1)``, read-only.
+    start, stop : np.ndarray
+        int64 ``(n_filters,)``: filter ``m`` is zero outside bins ``[start[m], stop[m])``
+        (``start == stop`` for an empty filter).
+    packed : np.ndarray
+        float64: the weights of every filter's band, filter after filter (filter ``m`` at
+        ``packed[offset[m] : offset[m] + stop[m] - start[m]]``). A few KiB, so the kernel
+        reads it from L1 cache instead of striding through the dense matrix.
+    offset : np.ndarray
+        int64 ``(n_filters,)``: where each filter starts in ``packed``.
+    """
+
+    weights: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    packed: np.ndarray
+    offset: np.ndarray
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray) -> Filterbank:
+        """Wrap a dense ``(n_filters, n_bins)`` weight matrix, finding each filter's band.
+
+        Parameters
+        ----------
+        weights : np.ndarray
+            Non-negative filter weights, one row per filter.
+
+        Returns
+        -------
+        Filterbank
+
+        Examples
+        --------
+        >>> fb = Filterbank.from_weights(np.array([[0.0, 1.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+        >>> fb.start.tolist(), fb.stop.tolist(), fb.packed.tolist()
+        ([1, 0], [3, 0], [1.0, 0.5])
+        """
+        w = np.ascontiguousarray(weights, dtype=np.float64)
+        nonzero = w != 0
+        has_any = nonzero.any(axis=1)
+        start = np.where(has_any, nonzero.argmax(axis=1), 0).astype(np.int64)
+        stop = np.where(has_any, w.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0).astype(np.int64)
+        lengths = stop - start
+        offset = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        packed = np.concatenate([w[m, start[m] : stop[m]] for m in range(w.shape[0])] + [[]])
+        for array in (w, start, stop, packed, offset):
+            array.setflags(write=False)
+        return cls(w, start, stop, packed.astype(np.float64), offset)
+
+    @property
+    def n_filters(self) -> int:
+        """Number of filters."""
+        return int(self.weights.shape[0])
+
+
+_BLOCK = 16  # frames per block: the block's power spectra stay in L1/L2 cache
+
+
+@numba.njit(cache=True, nogil=True)
+def _filterbank_kernel(spectrum, packed, offset, start, stop, add, floor, out):  # pragma: no cover
+    # Blocks of frames, bins-major inside a block, so the innermost loop runs over the
+    # block's frames with one weight: contiguous, branch-free and SIMD-vectorised, instead of
+    # a short loop of variable length per (frame, filter).
+    n_frames, n_bins = spectrum.shape
+    n_filters = start.shape[0]
+    lo = n_bins
+    hi = 0
+    for m in range(n_filters):
+        if stop[m] > start[m]:
+            lo = min(lo, start[m])
+            hi = max(hi, stop[m])
+    power = np.zeros((n_bins, _BLOCK))
+    acc = np.empty((n_filters, _BLOCK))
+    for i0 in range(0, n_frames, _BLOCK):
+        nb = min(_BLOCK, n_frames - i0)
+        for j in range(nb):
+            for k in range(lo, hi):
+                z = spectrum[i0 + j, k]
+                power[k, j] = z.real * z.real + z.imag * z.imag
+        for m in range(n_filters):
+            for j in range(nb):
+                acc[m, j] = 0.0
+            base = offset[m] - start[m]
+            for k in range(start[m], stop[m]):
+                weight = packed[base + k]
+                for j in range(nb):
+                    acc[m, j] += weight * power[k, j]
+        for j in range(nb):
+            for m in range(n_filters):
+                out[i0 + j, m] = max(acc[m, j] + add, floor)
+    return out
+
+
+def filterbank_energies(
+    spectrum: np.ndarray,
+    bank: Filterbank,
+    *,
+    offset: float = 0.0,
+    floor: float = 0.0,
+    dtype: npt.DTypeLike = np.float32,
+) -> np.ndarray:
+    """Filterbank energies ``max(weights @ |X|^2 + offset, floor)`` of every frame.
+
+    Parameters
+    ----------
+    spectrum : np.ndarray
+        complex128 ``(n_frames, n_fft // 2 + 1)`` one-sided spectra (e.g. from :func:`stft`).
+    bank : Filterbank
+        Filters over the same bins.
+    offset : float, default 0.0
+        Added to every energy (e.g. the ``1e-6`` of ``log(mel + 1e-6)``).
+    floor : float, default 0.0
+        Lower bound applied after the offset (e.g. machine epsilon before ``log10``).
+    dtype : numpy dtype, default float32
+        Output type; the sums are accumulated in float64 either way.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_frames, bank.n_filters)`` of ``dtype``.
+
+    Examples
+    --------
+    >>> spec = np.array([[1 + 1j, 2.0, 0.0]])
+    >>> bank = Filterbank.from_weights(np.array([[1.0, 0.5, 0.0]]))
+    >>> filterbank_energies(spec, bank, offset=1.0, dtype=np.float64)
+    array([[5.]])
+    """
+    spec = np.ascontiguousarray(spectrum, dtype=np.complex128)
+    if spec.ndim != 2 or spec.shape[1] != bank.weights.shape[1]:
+        raise ValueError(
+            f"spectrum of shape {spec.shape} does not match a filterbank over "
+            f"{bank.weights.shape[1]} bins"
+        )
+    out = np.empty((spec.shape[0], bank.n_filters), dtype=dtype)
+    if spec.shape[0] == 0:
+        return out
+    return _filterbank_kernel(
+        spec, bank.packed, bank.offset, bank.start, bank.stop, float(offset), float(floor), out
+    )
+
+
+@lru_cache(maxsize=16)
+def get_window(window: str, win_length: int) -> np.ndarray:
+    """The periodic analysis window (``scipy.signal.get_window(window, win_length)``).
+
+    Parameters
+    ----------
+    window : str
+        Any window name scipy knows (``"blackman"``, ``"hamming"``, ``"hann"``, ...).
+    win_length : int
+        Length in samples.
+
+    Returns
+    -------
+    np.ndarray
+        float64 ``(win_length,)``, read-only (cached).
+
+    Raises
+    ------
+    FeatureError
+        Unknown window name.
+
+    Examples
+    --------
+    >>> get_window("hann", 4)
+    array([0. , 0.5, 1. , 0.5])
+    """
+    try:
+        w = scipy.signal.get_window(window, win_length, fftbins=True).astype(np.float64)
+    except ValueError as exc:
+        raise FeatureError(f"unknown window {window!r}: {exc}") from None
+    w.setflags(write=False)
+    return w
+
+
+def _check_frame_params(n_fft: int, win_length: int, hop_length: int) -> None:
+    if win_length <= 0 or hop_length <= 0:
+        raise FeatureError(
+            f"win_length and hop_length must be positive, got {win_length} and {hop_length}"
+        )
+    if n_fft < win_length:
+        raise FeatureError(f"n_fft ({n_fft}) must be at least win_length ({win_length})")
+
+
+def stft(
+    signal: np.ndarray, *, win_length: int, hop_length: int, n_fft: int, window: str
+) -> np.ndarray:
+    """One-sided spectra of the complete, windowed frames, zero-padded to ``n_fft``.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        1-D float samples.
+    win_length, hop_length : int
+        Frame length and step in samples (frame ``i`` is ``signal[hop * i : hop * i + win]``).
+    n_fft : int
+        FFT size (``>= win_length``); each windowed frame is zero-padded at its end.
+    window : str
+        Periodic window name (see :func:`get_window`).
+
+    Returns
+    -------
+    np.ndarray
+        complex128 ``(n_frames, n_fft // 2 + 1)``.
+
+    Examples
+    --------
+    >>> stft(np.ones(10), win_length=4, hop_length=3, n_fft=8, window="boxcar").shape
+    (3, 5)
+    """
+    _check_frame_params(n_fft, win_length, hop_length)
+    x = as_float_signal(signal)
+    w = get_window(window, win_length)
+    frames = frame_signal(x, win_length, hop_length)
+    if frames.shape[0] == 0:
+        return np.zeros((0, n_fft // 2 + 1), dtype=np.complex128)
+    windowed = frames * w
+    return scipy.fft.rfft(windowed, n=n_fft, axis=-1, workers=1, overwrite_x=True)
+
+
+def stft_filterbank(
+    signal: np.ndarray,
+    bank: Filterbank,
+    *,
+    win_length: int,
+    hop_length: int,
+    n_fft: int,
+    window: str,
+    offset: float = 0.0,
+    floor: float = 0.0,
+    dtype: npt.DTypeLike = np.float32,
+    chunk_frames: int = 1024,
+) -> np.ndarray:
+    """:func:`filterbank_energies` of :func:`stft`, computed a chunk of frames at a time.
+
+    Equal to ``filterbank_energies(stft(signal, ...), bank, ...)``, but never holds more than
+    ``chunk_frames`` spectra: memory stays bounded for long recordings (a 10-minute file has
+    120 000 ``fbank`` frames, 2 GB of complex spectra at once) and each chunk's spectra are
+    still in cache when the filterbank kernel reads them.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        1-D float samples.
+    bank : Filterbank
+        Filters over the ``n_fft // 2 + 1`` bins.
+    win_length, hop_length, n_fft, window
+        As for :func:`stft`.
+    offset, floor, dtype
+        As for :func:`filterbank_energies`.
+    chunk_frames : int, default 1024
+        Frames per FFT batch.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_frames, bank.n_filters)`` of ``dtype``.
+
+    Examples
+    --------
+    >>> bank = mel_filterbank(40, 0.0, 8000.0, 512)
+    >>> stft_filterbank(np.ones(1000), bank, win_length=400, hop_length=160, n_fft=512,
+    ...                 window="hann").shape
+    (4, 40)
+    """
+    _check_frame_params(n_fft, win_length, hop_length)
+    if bank.weights.shape[1] != n_fft // 2 + 1:
+        raise ValueError(f"filterbank over {bank.weights.shape[1]} bins used with n_fft={n_fft}")
+    x = as_float_signal(signal)
+    w = get_window(window, win_length)
+    frames = frame_signal(x, win_length, hop_length)
+    out = np.empty((frames.shape[0], bank.n_filters), dtype=dtype)
+    for a in range(0, frames.shape[0], chunk_frames):
+        windowed = frames[a : a + chunk_frames] * w
+        spec = scipy.fft.rfft(windowed, n=n_fft, axis=-1, workers=1, overwrite_x=True)
+        _filterbank_kernel(
+            spec,
+            bank.packed,
+            bank.offset,
+            bank.start,
+            bank.stop,
+            float(offset),
+            float(floor),
+            out[a : a + chunk_frames],
+        )
+    return out
+
+
+@lru_cache(maxsize=16)
+def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int) -> Filterbank:
+    """librosa's Slaney mel filterbank (``htk=False, norm="slaney"``) at 16 kHz, in float64.
+
+    Parameters
+    ----------
+    n_mels : int
+        Number of mel bands.
+    fmin, fmax : float
+        Band edges in Hz (``0 <= fmin < fmax <= 8000``).
+    n_fft : int
+        FFT size.
+
+    Returns
+    -------
+    Filterbank
+        Weights equal to ``librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=n_mels,
+        fmin=fmin, fmax=fmax, dtype=np.float64)``.
+
+    Raises
+    ------
+    FeatureError
+        Band edges outside ``[0, 8000]`` or ``n_mels < 1``.
+
+    Examples
+    --------
+    >>> mel_filterbank(64, 0.0, 8000.0, 2048).weights.shape
+    (64, 1025)
+    """
+    if n_mels < 1:
+        raise FeatureError(f"n_mels must be positive, got {n_mels}")
+    if not 0.0 <= fmin < fmax <= SAMPLE_RATE / 2:
+        raise FeatureError(
+            f"mel band edges must satisfy 0 <= fmin < fmax <= {SAMPLE_RATE // 2}, "
+            f"got fmin={fmin}, fmax={fmax}"
+        )
+    import warnings
+
+    import librosa
+
+    with warnings.catch_warnings():
+        # very narrow low bands may be empty for small n_fft; they give energy 0, which the
+        # kernels' offset/floor keep finite
+        warnings.filterwarnings("ignore", message="Empty filters detected")
+        weights = librosa.filters.mel(
+            sr=SAMPLE_RATE,
+            n_fft=n_fft,
+            n_mels=n_mels,
+            fmin=fmin,
+            fmax=fmax,
+            htk=False,
+            norm="slaney",
+            dtype=np.float64,
+        )
+    return Filterbank.from_weights(weights)
+
+
+def logmel(
+    signal: np.ndarray,
+    *,
+    n_mels: int = 256,
+    fmin: float = 20.0,
+    fmax: float = 8000.0,
+    n_fft: int = 1024,
+    win_length: int = 400,
+    hop_length: int = 160,
+    window: str = "blackman",
+    log_offset: float = 1e-6,
+) -> np.ndarray:
+    """Natural log of the Slaney mel power spectrum (the GRCNN paper's second stream).
+
+    ``log(M @ |rfft(w * frame, n_fft)|^2 + log_offset)`` with ``M`` librosa's Slaney mel
+    filterbank and ``w`` a periodic window, on the same frames as ``mgd`` (frame ``i`` covers
+    samples ``[160 i, 160 i + 400)``), so both streams describe the same audio per frame.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        1-D float32/float64 samples at 16 kHz.
+    n_mels : int, default 256
+        Number of mel bands.
+    fmin, fmax : float, default 20, 8000
+        Mel band edges in Hz.
+    n_fft : int, default 1024
+        FFT size; each ``win_length`` frame is zero-padded to it.
+    win_length, hop_length : int, default 400, 160
+        25 ms frames every 10 ms.
+    window : str, default "blackman"
+        Periodic window (see :func:`get_window`).
+    log_offset : float, default 1e-6
+        Added to the mel power before the log (silence gives ``log(1e-6)``, never ``-inf``).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(n_frames, n_mels)``; ``(0, n_mels)`` for signals shorter than one frame.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal(16000) * 0.1
+    >>> logmel(x).shape
+    (98, 256)
+    """
+    bank = mel_filterbank(int(n_mels), float(fmin), float(fmax), int(n_fft))
+    out = stft_filterbank(
+        signal,
+        bank,
+        win_length=win_length,
+        hop_length=hop_length,
+        n_fft=n_fft,
+        window=window,
+        offset=log_offset,
+    )
+    return np.log(out, out=out)
+
+
+def fbank(
+    signal: np.ndarray,
+    *,
+    n_mels: int = 64,
+    fmin: float = 0.0,
+    fmax: float = 8000.0,
+    n_fft: int = 2048,
+    win_length: int = 400,
+    hop_length: int = 80,
+    window: str = "hamming",
+) -> np.ndarray:
+    """log10 mel filterbank energies (the VGG model's input).
+
+    ``log10(max(M @ (|rfft(w * frame, n_fft)|^2 / n_fft), eps))`` with ``M`` librosa's Slaney
+    mel filterbank (as for :func:`logmel`; ``htk=False, norm="slaney"``), ``w`` a periodic
+    window and ``eps = np.finfo(float).eps``.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        1-D float32/float64 samples at 16 kHz.
+    n_mels : int, default 64
+        Number of mel bands.
+    fmin, fmax : float, default 0, 8000
+        Mel band edges in Hz.
+    n_fft : int, default 2048
+        FFT size; each ``win_length`` frame is zero-padded to it.
+    win_length, hop_length : int, default 400, 80
+        25 ms frames every 5 ms.
+    window : str, default "hamming"
+        Periodic window (see :func:`get_window`).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(n_frames, n_mels)``; ``(0, n_mels)`` for signals shorter than one frame.
+
+    Examples
+    --------
+    >>> fbank(np.zeros(800)).shape
+    (6, 64)
+    """
+    mel = mel_filterbank(int(n_mels), float(fmin), float(fmax), int(n_fft))
+    bank = _scaled(mel, 1.0 / n_fft)
+    out = stft_filterbank(
+        signal,
+        bank,
+        win_length=win_length,
+        hop_length=hop_length,
+        n_fft=n_fft,
+        window=window,
+        floor=_EPS64,
+    )
+    return np.log10(out, out=out)
+
+
+@lru_cache(maxsize=16)
+def _scaled(bank: Filterbank, factor: float) -> Filterbank:
+    return Filterbank.from_weights(bank.weights * factor)
