@@ -33,6 +33,119 @@ def features_cmd() -> None:
         click.echo(f"{'':8s} {params}")
 
 
+# --- build / info / verify (owner: store/build task) -----------------------------------------
+
+
+@cli.command("build")
+@click.option(
+    "--manifest",
+    "manifest",
+    required=True,
+    multiple=True,
+    type=click.Path(),
+    help="Protocol file or directory of protocol files (repeatable).",
+)
+@click.option("--audio-root", required=True, type=click.Path(), help="Directory with the audio.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="Store: DIR.zarr, FILE.h5, or a URL (s3://bucket/store.zarr; staged, then uploaded).",
+)
+@click.option("--features", default=None, help="Comma-separated features [default: mgd,logmel].")
+@click.option("--jobs", "-j", type=int, default=None, help="Worker processes [default: 2].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "hdf5"]),
+    default=None,
+    help="Store format [default: from the --out suffix; .h5/.hdf5 -> hdf5, else zarr].",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(),
+    default=None,
+    help="featstore.toml with BuildConfig fields and [features.NAME] parameter tables.",
+)
+@click.option("--strict", is_flag=True, default=None, help="Fail (exit 2) on a bad utterance.")
+@click.option("--overwrite", is_flag=True, help="Replace a store built another way.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--backend",
+    type=click.Choice(["loky", "dask"]),
+    default="loky",
+    show_default=True,
+    help="Local worker processes, or Dask (--scheduler, else a LocalCluster of --jobs workers).",
+)
+@click.option("--scheduler", default=None, help="Dask scheduler address, tcp://HOST:PORT.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Staging dir of a URL --out [default: $SPOOFSTORE_CACHE_DIR or ~/.cache/spoofstore].",
+)
+def build_cmd(
+    manifest: tuple[str, ...],
+    audio_root: str,
+    out: str,
+    features: str | None,
+    jobs: int | None,
+    fmt: str | None,
+    config: str | None,
+    strict: bool | None,
+    overwrite: bool,
+    quiet: bool,
+    backend: str,
+    scheduler: str | None,
+    cache_dir: str | None,
+) -> None:
+    """Extract features of every utterance of the protocols into a store (resumable)."""
+    from featstore.build import build
+
+    summary = build(
+        list(manifest) if len(manifest) > 1 else manifest[0],
+        audio_root,
+        out,
+        features=features,
+        jobs=jobs,
+        format=fmt,
+        config=config,
+        strict=strict or None,
+        overwrite=overwrite,
+        quiet=quiet,
+        backend=backend,
+        scheduler=scheduler,
+        cache_dir=cache_dir,
+    )
+    click.echo(str(summary))
+
+
+@cli.command("info")
+@click.argument("store", type=click.Path())
+def info_cmd(store: str) -> None:
+    """Splits, utterances, hours, features, shapes, bytes on disk, statistics."""
+    from featstore.store.inspect import store_info
+
+    click.echo("\n".join(store_info(store).lines()))
+
+
+@cli.command("verify")
+@click.argument("store", type=click.Path())
+def verify_cmd(store: str) -> int:
+    """Check index/array consistency, checksums and NaN/inf; exit 1 listing any problem."""
+    from featstore.store.inspect import verify_store
+
+    problems = verify_store(store)
+    if problems:
+        click.echo(f"{store}: {len(problems)} problem(s):", err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        return 1
+    click.echo(f"{store}: OK")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

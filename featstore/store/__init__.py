@@ -1,0 +1,13 @@
+"""The feature store: versioned layout, Zarr v3 and HDF5 backends, memory-mapped reader.
+
+Public API::
+
+    from featstore.store import open_store, Store, FrameArray
+"""
+
+from __future__ import annotations
+
+from featstore.store.frame_array import FrameArray
+from featstore.store.reader import Store, open_store
+
+__all__ = ["FrameArray", "Store", "open_store"]

@@ -1,0 +1,327 @@
+"""HDF5 backend: the same logical layout as Zarr, in one ``.h5`` file.
+
+HDF5 files are not crash-safe while open for writing (a killed writer can leave the file
+unreadable), so a build stages each frame array as a raw little-endian float32 file in
+``<out>.build/`` (resumable exactly like the Zarr shards: whole-shard ``pwrite`` at known
+offsets) and assembles the final file once at the end, into a temporary name that is then
+atomically renamed to ``<out>``. Frame arrays are *contiguous* float32 datasets, so the
+reader memory-maps each with a single ``np.frombuffer`` at ``dataset.id.get_offset()``
+(chunked datasets are mapped chunk by chunk via ``get_chunk_info``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import StoreError
+from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
+from featstore.store.layout import (
+    DTYPE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INDEX_GROUP,
+    METADATA_ATTR,
+    feature_path,
+    index_path,
+)
+
+_COPY_ROWS = 65536  # rows copied per block when assembling
+
+
+def read_file_metadata(path: Path) -> dict[str, Any] | None:
+    """The ``spoofstore`` metadata of an HDF5 store, or None when it has none."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            raw = fh.attrs.get(METADATA_ATTR)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(path, f"not a readable HDF5 file: {exc}") from None
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise StoreError(path, f"corrupt store metadata: {exc}") from None
+    return meta if isinstance(meta, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+class RawSink:
+    """Whole-shard writer of one staged frame array (a raw float32 file)."""
+
+    def __init__(self, path: Path, n_bins: int, fsync: bool):
+        self.path = path
+        self.n_bins = n_bins
+        self.fsync = fsync
+        self.row_bytes = n_bins * DTYPE.itemsize
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.touch()
+
+    @property
+    def n_frames(self) -> int:
+        """Rows currently in the file."""
+        return self.path.stat().st_size // self.row_bytes
+
+    def write(self, start: int, data: np.ndarray) -> None:
+        """Write rows at ``start`` (``pwrite``)."""
+        payload = np.ascontiguousarray(data, dtype=DTYPE)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            view = memoryview(payload).cast("B")
+            offset = start * self.row_bytes
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)``."""
+        n = max(0, stop - start)
+        with open(self.path, "rb") as fh:
+            fh.seek(start * self.row_bytes)
+            data = np.fromfile(fh, dtype=DTYPE, count=n * self.n_bins)
+        if data.size != n * self.n_bins:
+            raise StoreError(self.path, f"staged data ends before row {stop}")
+        return data.reshape(n, self.n_bins)
+
+    def truncate(self, n_frames: int) -> None:
+        """Cut the file to ``n_frames`` rows."""
+        os.truncate(self.path, n_frames * self.row_bytes)
+
+    def finish(self, n_frames: int) -> None:
+        """The staged array is complete at ``n_frames`` rows."""
+        self.truncate(n_frames)
+
+
+class Hdf5Writer:
+    """Stages a build next to ``<out>`` and assembles the HDF5 file at the end."""
+
+    format = "hdf5"
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+        self.path = Path(path)
+        self.fsync = fsync
+        self._n_bins: dict[tuple[str, str], int] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        """Staging directory: build journal and raw frame arrays."""
+        return self.path.with_name(self.path.name + ".build")
+
+    def complete_metadata(self) -> dict[str, Any] | None:
+        """Metadata of a finished store at ``path``, else None."""
+        if not self.path.is_file():
+            return None
+        meta = read_file_metadata(self.path)
+        return meta if meta and meta.get("complete") else None
+
+    def is_store(self) -> bool:
+        """True when ``path`` (or its staging directory) was written by this package."""
+        if self.state_dir.is_dir():
+            return True
+        try:
+            return self.path.is_file() and read_file_metadata(self.path) is not None
+        except StoreError:
+            return False
+
+    def exists(self) -> bool:
+        """True when something is at ``path``."""
+        return self.path.exists() or self.state_dir.exists()
+
+    def remove(self) -> None:
+        """Delete the store and its staging directory."""
+        if self.path.is_file():
+            self.path.unlink()
+        if self.state_dir.is_dir():
+            shutil.rmtree(self.state_dir)
+
+    def open(self, metadata: dict[str, Any]) -> None:
+        """Create the staging directory."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def sink(
+        self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
+    ) -> RawSink:
+        """The staged raw array of ``/<split>/<feature>``."""
+        self._n_bins[(split, feature)] = n_bins
+        return RawSink(self._staged(split, feature), n_bins, self.fsync)
+
+    def _staged(self, split: str, feature: str) -> Path:
+        return self.state_dir / "data" / split / f"{feature}.f32"
+
+    def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
+        """Stage the index columns of ``split`` (``.npz``, atomically)."""
+        target = self.state_dir / "data" / split / "index.npz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name("index.tmp.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **columns)
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Assemble ``<out>`` from the staged arrays, then rename it into place."""
+        import h5py
+
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with h5py.File(tmp, "w") as fh:
+                fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
+                for split, record in metadata["splits"].items():
+                    for feature, frec in record["features"].items():
+                        self._copy_array(fh, split, feature, int(frec["n_bins"]))
+                    with np.load(self.state_dir / "data" / split / "index.npz") as cols:
+                        group = fh.require_group(f"{split}/{INDEX_GROUP}")
+                        for name in record["columns"]:
+                            values = cols[name]
+                            if values.dtype.kind == "U":
+                                group.create_dataset(
+                                    name,
+                                    data=values.astype(object),
+                                    dtype=h5py.string_dtype("utf-8"),
+                                )
+                            else:
+                                group.create_dataset(name, data=values)
+            if self.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _copy_array(self, fh: Any, split: str, feature: str, n_bins: int) -> None:
+        staged = self._staged(split, feature)
+        row_bytes = n_bins * DTYPE.itemsize
+        total = staged.stat().st_size // row_bytes
+        ds = fh.create_dataset(feature_path(split, feature), shape=(total, n_bins), dtype=DTYPE)
+        if total == 0:
+            return
+        data = np.memmap(staged, dtype=DTYPE, mode="r", shape=(total, n_bins))
+        for a in range(0, total, _COPY_ROWS):
+            b = min(total, a + _COPY_ROWS)
+            ds[a:b] = data[a:b]
+        del data
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+class Hdf5Source:
+    """Read access to an HDF5 store; the file is opened on first use."""
+
+    def __init__(self, location: str):
+        from featstore.store.layout import local_path
+
+        self.location = location
+        self.path = local_path(location)
+        self._file: Any = None
+
+    def _h5(self) -> Any:
+        if self._file is None:
+            import h5py
+
+            try:
+                self._file = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise StoreError(self.location, "no such feature store") from None
+            except OSError as exc:
+                raise StoreError(self.location, f"not a readable HDF5 file: {exc}") from None
+        return self._file
+
+    def metadata(self) -> Any:
+        """The parsed ``spoofstore`` attribute (None when absent)."""
+        if not self.path.is_file():
+            if self.path.with_name(self.path.name + ".build").is_dir():
+                return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False}
+            raise StoreError(self.location, "no such feature store")
+        return read_file_metadata(self.path)
+
+    def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
+        """The named index columns of ``split`` (strings as ``<U``)."""
+        fh = self._h5()
+        out = {}
+        for name in names:
+            ds = fh[index_path(split, name)]
+            if ds.dtype.kind == "O":
+                values = np.asarray(ds.asstr()[:], dtype=str)
+                if values.size == 0:
+                    values = np.empty(0, dtype="<U1")
+            else:
+                values = ds[:]
+            out[name] = values
+        return out
+
+    def dataset(self, split: str, feature: str) -> Any:
+        """h5py's own dataset (for comparisons and fallbacks)."""
+        try:
+            return self._h5()[feature_path(split, feature)]
+        except KeyError:
+            raise StoreError(self.location, f"no frame array {split}/{feature}") from None
+
+    def frame_array(self, split: str, feature: str) -> FrameArray:
+        """Memory-mapped FrameArray over the dataset's bytes (h5py reads if filtered)."""
+        ds = self.dataset(split, feature)
+        total, n_bins = (int(v) for v in ds.shape)
+        if ds.dtype != DTYPE or ds.id.get_create_plist().get_nfilters() != 0:
+            return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+        row_bytes = n_bins * DTYPE.itemsize
+        pieces: list[tuple[int, int, int]] = []
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is not None and total:
+                pieces.append((0, total, int(offset)))
+        else:
+            rows = ds.chunks[0]
+            if ds.chunks[1] != n_bins:
+                return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+            infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+            for info in sorted(infos, key=lambda x: x.chunk_offset[0]):
+                start = int(info.chunk_offset[0])
+                if info.size != rows * row_bytes:
+                    return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+                pieces.append((start, min(start + rows, total), int(info.byte_offset)))
+        if not pieces:
+            return FrameArray((total, n_bins), segments=[])
+        buffer = map_file(self.path)
+        segments = []
+        for start, stop, offset in merge_runs(pieces, row_bytes):
+            try:
+                view = rows_view(buffer, offset, stop - start, n_bins)
+            except ValueError as exc:
+                raise StoreError(self.path, f"corrupt dataset {split}/{feature}: {exc}") from None
+            segments.append(Segment(start, stop, view))
+        return FrameArray((total, n_bins), segments=segments, keepalive=[buffer])
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None

@@ -1,0 +1,273 @@
+"""``featstore info`` and ``featstore verify``: describe a store, and check it end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import StoreError
+from featstore.store.layout import local_path, sha256_column
+from featstore.store.reader import Store, open_store
+
+_SCAN_ROWS = 65536  # rows per block of the NaN/inf scan
+_MAX_LISTED = 10  # problems of one kind listed before "... and N more"
+
+
+@dataclass
+class SplitInfo:
+    """Summary of one split."""
+
+    name: str
+    utterances: int
+    quarantined: int
+    hours: float
+    frames: dict[str, int]
+    disk_bytes: int | None
+
+
+@dataclass
+class StoreInfo:
+    """What ``featstore info`` prints."""
+
+    path: str
+    format: str
+    format_version: int
+    fingerprint: str
+    created: str
+    completed: str
+    features: dict[str, dict[str, Any]]
+    splits: list[SplitInfo]
+    disk_bytes: int | None
+    versions: dict[str, str]
+    stats: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
+    quarantine: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        out = [
+            f"{self.path}: {self.format} feature store, format v{self.format_version}, "
+            f"fingerprint {self.fingerprint[:16]}",
+            f"built {self.created} .. {self.completed}; "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())),
+            "features:",
+        ]
+        for name, rec in self.features.items():
+            params = ", ".join(
+                f"{k}={v}" for k, v in rec.items() if k not in ("name", "n_bins", "sample_rate")
+            )
+            out.append(f"  {name:8s} {rec['n_bins']:4d} bins  {params}")
+        names = list(self.features)
+        head = f"  {'split':8s} {'utts':>8s} {'quar.':>6s} {'hours':>8s}"
+        head += "".join(f" {'frames:' + n:>16s}" for n in names) + f" {'MB on disk':>11s}"
+        out += ["splits:", head]
+        for s in self.splits:
+            row = f"  {s.name:8s} {s.utterances:8d} {s.quarantined:6d} {s.hours:8.3f}"
+            row += "".join(f" {s.frames[n]:16d}" for n in names)
+            row += f" {s.disk_bytes / 1e6:11.1f}" if s.disk_bytes is not None else f" {'?':>11s}"
+            out.append(row)
+        for s in self.splits:
+            shapes = ", ".join(f"{n} {s.frames[n]}x{self.features[n]['n_bins']}" for n in names)
+            out.append(f"  {s.name}: arrays {shapes} float32")
+        if self.disk_bytes is not None:
+            out.append(f"total on disk: {self.disk_bytes / 1e6:.1f} MB")
+        out.append("stats (per-bin mean: min..max; per-bin std: min..max):")
+        for (split, name), (m0, m1, s0, s1) in sorted(self.stats.items()):
+            out.append(
+                f"  {split:8s} {name:8s} mean {m0:9.3f} .. {m1:9.3f}  std {s0:8.3f} .. {s1:8.3f}"
+            )
+        out.append(f"quarantined: {len(self.quarantine)}")
+        for split, utt, reason in self.quarantine[:_MAX_LISTED]:
+            out.append(f"  {split}/{utt}: {reason}")
+        if len(self.quarantine) > _MAX_LISTED:
+            out.append(f"  ... and {len(self.quarantine) - _MAX_LISTED} more")
+        return out
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def store_info(location: str | os.PathLike | Store) -> StoreInfo:
+    """Summarise a store: splits, utterances, hours, features, shapes, bytes, stats.
+
+    Parameters
+    ----------
+    location : str, os.PathLike or Store
+        The store.
+
+    Returns
+    -------
+    StoreInfo
+        Print it with ``"\\n".join(info.lines())``.
+    """
+    st = location if isinstance(location, Store) else open_store(location)
+    meta = st.metadata
+    local = None if "://" in st.path and not st.path.startswith("file://") else local_path(st.path)
+    splits = []
+    for name in st.splits:
+        rec = meta["splits"][name]
+        disk = None
+        if local is not None and st.format == "zarr":
+            disk = _tree_bytes(local / name)
+        elif local is not None:
+            disk = sum(
+                int(rec["features"][f]["n_frames"]) * int(rec["features"][f]["n_bins"]) * 4
+                for f in rec["features"]
+            )
+        splits.append(
+            SplitInfo(
+                name=name,
+                utterances=int(rec["n_utterances"]),
+                quarantined=int(rec["n_quarantined"]),
+                hours=float(rec["audio_seconds"]) / 3600,
+                frames={f: int(r["n_frames"]) for f, r in rec["features"].items()},
+                disk_bytes=disk,
+            )
+        )
+    stats = {}
+    for name in st.splits:
+        for f in st.features:
+            mean, std = st.stats(f, split=name)
+            stats[(name, f)] = (
+                float(mean.min()),
+                float(mean.max()),
+                float(std.min()),
+                float(std.max()),
+            )
+    total = None
+    if local is not None:
+        total = _tree_bytes(local) if local.is_dir() else local.stat().st_size
+    return StoreInfo(
+        path=st.path,
+        format=st.format,
+        format_version=int(meta["format_version"]),
+        fingerprint=st.fingerprint,
+        created=str(meta.get("created", "?")),
+        completed=str(meta.get("completed", "?")),
+        features=st.features,
+        splits=splits,
+        disk_bytes=total,
+        versions=dict(meta.get("versions", {})),
+        stats=stats,
+        quarantine=st.quarantine,
+    )
+
+
+def _listed(problems: list[str], kind: str, items: list[str]) -> None:
+    for item in items[:_MAX_LISTED]:
+        problems.append(f"{kind}: {item}")
+    if len(items) > _MAX_LISTED:
+        problems.append(f"{kind}: ... and {len(items) - _MAX_LISTED} more")
+
+
+def verify_store(location: str | os.PathLike) -> list[str]:
+    """Check a store end to end; return its problems (empty when it is sound).
+
+    Checks that the metadata reads and the store is complete; every index column has one
+    row per utterance and ids are unique; per feature, offsets are contiguous from 0, every
+    utterance has frames, totals equal the array lengths and the recorded ``n_frames``;
+    every utterance's sha256 and the split checksum match the bytes read back; no frame
+    holds NaN or inf; quarantined utterances are not in the index.
+
+    Parameters
+    ----------
+    location : str or os.PathLike
+        The store.
+
+    Returns
+    -------
+    list of str
+        One line per problem, naming split, feature and utterance/rows.
+    """
+    from featstore.build import split_checksum
+
+    problems: list[str] = []
+    try:
+        st = open_store(location)
+    except StoreError as exc:
+        return [str(exc)]
+    meta = st.metadata
+    for split in st.splits:
+        rec = meta["splits"][split]
+        n = int(rec["n_utterances"])
+        try:
+            cols = st._columns(split)
+        except Exception as exc:  # any failure to read the index is a finding
+            problems.append(f"{split}: index unreadable: {exc}")
+            continue
+        bad_len = [f"{c} has {len(v)} rows" for c, v in cols.items() if len(v) != n]
+        _listed(problems, f"{split}: index expects {n} rows but", bad_len)
+        if bad_len:
+            continue
+        ids = cols["utt_id"]
+        if len(set(ids.tolist())) != len(ids):
+            problems.append(f"{split}: duplicate utterance ids in the index")
+        id_set = set(ids.tolist())
+        for q_split, utt, _ in st.quarantine:
+            if q_split == split and utt in id_set:
+                problems.append(f"{split}: quarantined utterance {utt} is in the index")
+        for feature, frec in rec["features"].items():
+            where = f"{split}/{feature}"
+            try:
+                fa = st.array(split, feature)
+            except Exception as exc:  # any failure to map the array is a finding
+                problems.append(f"{where}: frame array unreadable: {exc}")
+                continue
+            offsets, n_frames = st.frames(split, feature)
+            expected = (int(frec["n_frames"]), int(frec["n_bins"]))
+            if fa.shape != expected:
+                problems.append(f"{where}: array shape {fa.shape}, metadata says {expected}")
+            if n and int(offsets[0]) != 0:
+                problems.append(f"{where}: first offset is {int(offsets[0])}, not 0")
+            gaps = np.flatnonzero(offsets[1:] != offsets[:-1] + n_frames[:-1])
+            _listed(
+                problems,
+                f"{where}: offsets not contiguous",
+                [f"{ids[i + 1]} starts at {offsets[i + 1]}" for i in gaps],
+            )
+            empty = np.flatnonzero(n_frames <= 0)
+            _listed(problems, f"{where}: no frames", [str(ids[i]) for i in empty])
+            total = int(n_frames.sum())
+            if total != fa.shape[0]:
+                problems.append(f"{where}: index totals {total} frames, array has {fa.shape[0]}")
+            if gaps.size or empty.size or total != fa.shape[0]:
+                continue
+            digests = cols[sha256_column(feature)].tolist()
+            mismatched = []
+            for i in range(n):
+                a, b = int(offsets[i]), int(offsets[i] + n_frames[i])
+                got = hashlib.sha256(memoryview(fa[a:b]).cast("B")).hexdigest()
+                if got != digests[i]:
+                    mismatched.append(f"{ids[i]} (rows {a}..{b})")
+            _listed(problems, f"{where}: checksum mismatch", mismatched)
+            if split_checksum(digests) != frec["sha256"]:
+                problems.append(f"{where}: split checksum differs from the metadata")
+            bad_rows = []
+            for a in range(0, fa.shape[0], _SCAN_ROWS):
+                block = fa[a : a + _SCAN_ROWS]
+                rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+                bad_rows.extend(int(r) + a for r in rows)
+            if bad_rows:
+                starts = offsets.tolist()
+                utts = sorted(
+                    {str(ids[np.searchsorted(starts, r, side="right") - 1]) for r in bad_rows}
+                )
+                problems.append(
+                    f"{where}: {len(bad_rows)} row(s) hold NaN/inf, in utterance(s) "
+                    + ", ".join(utts[:_MAX_LISTED])
+                    + (" ..." if len(utts) > _MAX_LISTED else "")
+                )
+    st.close()
+    return problems

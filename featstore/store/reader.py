@@ -1,0 +1,284 @@
+"""Read a feature store: metadata, per-split index, memory-mapped frame arrays, statistics.
+
+:func:`open_store` is the one entry point; :class:`Store` is cheap to create, holds no open
+file until first use, reopens after ``fork`` (pid check) and pickles by path, so it can be
+handed to DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import StoreError
+from featstore.store.frame_array import FrameArray
+from featstore.store.layout import (
+    FIXED_COLUMNS,
+    check_metadata,
+    detect_format,
+    is_remote,
+    n_frames_column,
+    offset_column,
+)
+
+
+def _source(location: str, fmt: str) -> Any:
+    if fmt == "hdf5":
+        from featstore.store.hdf5_backend import Hdf5Source
+
+        if is_remote(location):
+            raise StoreError(location, "remote HDF5 stores are not supported; use Zarr")
+        return Hdf5Source(location)
+    from featstore.store.zarr_backend import ZarrSource
+
+    return ZarrSource(location)
+
+
+class Store:
+    """A finished feature store, opened read-only.
+
+    Parameters
+    ----------
+    location : str or os.PathLike
+        Zarr v3 directory (default), ``.h5``/``.hdf5`` file, or an fsspec URL (Zarr only).
+
+    Attributes
+    ----------
+    path : str
+        The location as given.
+    format : str
+        ``"zarr"`` or ``"hdf5"``.
+    metadata : dict
+        The whole store metadata (see ``docs/store-format.md``).
+
+    Examples
+    --------
+    >>> st = open_store("store.zarr")  # doctest: +SKIP
+    >>> st.splits, st.array("train", "mgd")[100:356].shape  # doctest: +SKIP
+    (['dev', 'train'], (256, 257))
+    """
+
+    def __init__(self, location: str | os.PathLike):
+        self.path = os.fspath(location)
+        self.format = detect_format(self.path)
+        self._pid = os.getpid()
+        self._src = _source(self.path, self.format)
+        self.metadata: dict[str, Any] = check_metadata(self._src.metadata(), self.path)
+        self._src.close()
+        self._arrays: dict[tuple[str, str], FrameArray] = {}
+        self._index: dict[str, dict[str, np.ndarray]] = {}
+        self._rows: dict[str, dict[str, int]] = {}
+
+    # -- pickling / fork safety ----------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    def _live(self) -> Any:
+        if os.getpid() != self._pid:  # forked: drop handles inherited from the parent
+            self._pid = os.getpid()
+            self._src = _source(self.path, self.format)
+            self._arrays = {}
+        return self._src
+
+    def close(self) -> None:
+        """Release open files and memory maps (the Store stays usable; it reopens)."""
+        self._src.close()
+        self._arrays = {}
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}, format={self.format!r}, splits={self.splits})"
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        """Split names, sorted."""
+        return sorted(self.metadata["splits"])
+
+    @property
+    def features(self) -> dict[str, dict]:
+        """Feature name -> its ``describe()`` record (parameters, ``n_bins``, ``hop_length``)."""
+        return {k: dict(v) for k, v in self.metadata["features"].items()}
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex sha256 of the build configuration's canonical JSON."""
+        return str(self.metadata["fingerprint"])
+
+    @property
+    def quarantine(self) -> list[tuple[str, str, str]]:
+        """Utterances left out by the build: ``(split, utt_id, reason)``."""
+        return [tuple(q) for q in self.metadata.get("quarantine", [])]
+
+    def _split_record(self, split: str) -> dict[str, Any]:
+        try:
+            return self.metadata["splits"][split]
+        except KeyError:
+            raise StoreError(
+                self.path, f"no split {split!r}; the store has {', '.join(self.splits)}"
+            ) from None
+
+    def _check_feature(self, feature: str) -> None:
+        if feature not in self.metadata["features"]:
+            raise StoreError(
+                self.path,
+                f"no feature {feature!r}; the store has {', '.join(sorted(self.features))}",
+            )
+
+    def n_utterances(self, split: str) -> int:
+        """Number of utterances (index rows) in ``split``."""
+        return int(self._split_record(split)["n_utterances"])
+
+    # -- index -----------------------------------------------------------------------------------
+    def _columns(self, split: str) -> dict[str, np.ndarray]:
+        if split not in self._index:
+            record = self._split_record(split)
+            columns = self._live().index_columns(split, list(record["columns"]))
+            for values in columns.values():
+                values.flags.writeable = False  # shared by every caller: read-only
+            self._index[split] = columns
+        return self._index[split]
+
+    def index(self, split: str) -> np.ndarray:
+        """One row per utterance of ``split``, in build order.
+
+        Returns
+        -------
+        np.ndarray
+            Structured array with fields ``utt_id, speaker, system, key`` (str),
+            ``label`` (int8: 1 bona fide, 0 spoof, -1 unknown), ``duration`` (float64 s),
+            ``sample_rate`` (int32, original), ``channels`` (int16, original), ``notes`` (str)
+            and the protocol's extra columns (str, e.g. ``codec``).
+        """
+        cols = self._columns(split)
+        record = self._split_record(split)
+        fields: list[tuple[str, np.ndarray]] = [(name, cols[name]) for name in FIXED_COLUMNS]
+        for field, column in record.get("extra_columns", {}).items():
+            fields.append((field, cols[column]))
+        n = self.n_utterances(split)
+        dtype = []
+        for name, values in fields:
+            if values.dtype.kind == "U":
+                width = max(1, values.dtype.itemsize // 4)
+                dtype.append((name, f"<U{width}"))
+            else:
+                dtype.append((name, FIXED_COLUMNS.get(name, values.dtype)))
+        out = np.empty(n, dtype=dtype)
+        for name, values in fields:
+            out[name] = values
+        return out
+
+    def frames(self, split: str, feature: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of each utterance in :meth:`array`: ``(offsets, n_frames)``, int64, read-only."""
+        self._check_feature(feature)
+        cols = self._columns(split)
+        return (
+            cols[offset_column(feature)].astype(np.int64, copy=False),
+            cols[n_frames_column(feature)].astype(np.int64, copy=False),
+        )
+
+    def row(self, split: str, utt_id: str) -> int:
+        """Index row of ``utt_id`` in ``split``."""
+        if split not in self._rows:
+            ids = self._columns(split)["utt_id"]
+            self._rows[split] = {str(u): i for i, u in enumerate(ids)}
+        try:
+            return self._rows[split][utt_id]
+        except KeyError:
+            raise StoreError(self.path, f"no utterance {utt_id!r} in split {split!r}") from None
+
+    # -- frames ----------------------------------------------------------------------------------
+    def array(self, split: str, feature: str) -> FrameArray:
+        """The concatenated ``(total_frames, n_bins)`` float32 array of ``feature``.
+
+        Local stores are memory-mapped: ``array(...)[a:b]`` is a copy out of the mapped
+        file bytes, never a per-slice trip through zarr/h5py.
+        """
+        self._check_feature(feature)
+        self._split_record(split)
+        src = self._live()
+        key = (split, feature)
+        if key not in self._arrays:
+            self._arrays[key] = src.frame_array(split, feature)
+        return self._arrays[key]
+
+    def read(
+        self,
+        split: str,
+        feature: str,
+        utt_id: str,
+        start: int | None = None,
+        stop: int | None = None,
+    ) -> np.ndarray:
+        """Frames ``[start:stop]`` (Python slice semantics) of one utterance.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``(n, n_bins)``.
+        """
+        i = self.row(split, utt_id)
+        offsets, n_frames = self.frames(split, feature)
+        a, b, _ = slice(start, stop).indices(int(n_frames[i]))
+        base = int(offsets[i])
+        return self.array(split, feature)[base + a : base + max(a, b)]
+
+    # -- statistics ------------------------------------------------------------------------------
+    def stats(self, feature: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin mean and standard deviation of ``feature`` over ``split``.
+
+        Accumulated in float64 over every frame of the split at build time. A split with no
+        frames has mean 0 and std 1.
+
+        Returns
+        -------
+        (np.ndarray, np.ndarray)
+            float32 ``mean[n_bins]``, ``std[n_bins]``.
+        """
+        self._check_feature(feature)
+        rec = self._split_record(split)["features"][feature]
+        return (np.asarray(rec["mean"], dtype=np.float32), np.asarray(rec["std"], dtype=np.float32))
+
+    def checksum(self, split: str, feature: str) -> str:
+        """The checksum recorded at build time (see ``docs/store-format.md``)."""
+        self._check_feature(feature)
+        return str(self._split_record(split)["features"][feature]["sha256"])
+
+
+def open_store(path_or_url: str | os.PathLike, mode: str = "r") -> Store:
+    """Open a finished feature store for reading.
+
+    Parameters
+    ----------
+    path_or_url : str or os.PathLike
+        A Zarr v3 directory, an ``.h5``/``.hdf5`` file, or an fsspec URL of a Zarr store.
+    mode : {"r"}
+        Stores are written only by :func:`featstore.build`.
+
+    Returns
+    -------
+    Store
+
+    Raises
+    ------
+    StoreError
+        Missing, not a spoofstore store, of an unsupported format version, or incomplete.
+
+    Examples
+    --------
+    >>> st = open_store("store.zarr")  # doctest: +SKIP
+    >>> mean, std = st.stats("mgd")  # doctest: +SKIP
+    """
+    if mode != "r":
+        raise ValueError(f"stores open read-only (mode='r'), got mode={mode!r}")
+    return Store(path_or_url)

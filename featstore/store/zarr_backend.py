@@ -1,0 +1,469 @@
+"""Zarr v3 backend: sharded, uncompressed frame arrays, written in whole shards.
+
+Each ``/<split>/<feature>`` array is chunked ``(chunk_frames, n_bins)`` inside shards of
+``(shard_frames, n_bins)`` with the ``bytes`` codec only, so a shard file is the raw
+little-endian float32 rows of its chunks followed by the shard index (zarr v3 sharding
+spec). The reader memory-maps those bytes directly (:func:`shard_segments`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import StoreError
+from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
+from featstore.store.layout import (
+    DTYPE,
+    INDEX_GROUP,
+    METADATA_ATTR,
+    feature_path,
+    index_path,
+)
+
+STATE_DIR = ".spoofstore-build"
+"""Directory inside the store holding the build journal until the build completes."""
+
+_EMPTY = 2**64 - 1  # shard-index marker of a chunk that is not stored
+
+
+def read_root_metadata(path: Path) -> dict[str, Any] | None:
+    """The ``spoofstore`` root attribute of a local Zarr store, or None when absent."""
+    try:
+        with open(path / "zarr.json", encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:
+        raise StoreError(path / "zarr.json", f"unreadable: {exc}") from None
+    meta = doc.get("attributes", {}).get(METADATA_ATTR)
+    return meta if isinstance(meta, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+class ZarrSink:
+    """Whole-shard writer of one sharded frame array (see :mod:`featstore.build`).
+
+    Shards are encoded here rather than through zarr's codec pipeline (which costs a
+    thread hop and several copies per shard): with ``bytes``-only inner codecs and full-width
+    chunks, a shard file is the shard's rows as they are in memory, the last chunk padded
+    with the fill value (0.0) to ``chunk_frames`` rows, then the shard index (``(offset,
+    nbytes)`` little-endian uint64 per chunk, ``2**64 - 1`` for chunks past the end) and its
+    crc32c, exactly as zarr writes it (tested byte for byte against zarr). Files are written
+    to a temporary name and renamed, like zarr's LocalStore does. The array's ``shape`` in
+    ``zarr.json`` is only set by :meth:`finish` / :meth:`truncate` (the store is incomplete,
+    and unread, until then).
+    """
+
+    def __init__(self, array: Any, directory: Path, fsync: bool):
+        self.array = array
+        self.directory = directory
+        self.fsync = fsync
+        self.n_bins = int(array.shape[1])
+        self.shard_frames = int(array.shards[0])
+        self.chunk_frames = int(array.chunks[0])
+        self.row_bytes = self.n_bins * DTYPE.itemsize
+        _check_layout(array.metadata.to_dict(), directory)
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.directory / "c" / str(shard) / "0"
+
+    def write(self, start: int, data: np.ndarray) -> None:
+        """Write one shard: rows ``[start, start + len(data))``, ``start`` a shard boundary."""
+        size, chunk = self.shard_frames, self.chunk_frames
+        n = data.shape[0]
+        if start % size or not 0 < n <= size or data.shape[1:] != (self.n_bins,):
+            raise ValueError(f"not a shard: rows {start}..{start + n} of {data.shape}")
+        n_chunks = size // chunk
+        present = -(-n // chunk)
+        index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
+        index[:present, 0] = np.arange(present, dtype=np.uint64) * (chunk * self.row_bytes)
+        index[:present, 1] = chunk * self.row_bytes
+        index_bytes = index.tobytes()
+        crc = _crc32c(index_bytes)
+        payload = np.ascontiguousarray(data, dtype=DTYPE)
+        pad = (present * chunk - n) * self.row_bytes
+        path = self._shard_path(start // size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"0.{uuid.uuid4().hex}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(memoryview(payload).cast("B"))
+                if pad:
+                    fh.write(bytes(pad))
+                fh.write(index_bytes)
+                fh.write(crc)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of one shard written by :meth:`write` (resume)."""
+        n = stop - start
+        if n <= 0:
+            return np.empty((0, self.n_bins), dtype=DTYPE)
+        if start % self.shard_frames or n > self.shard_frames:
+            raise ValueError(f"rows {start}..{stop} are not the head of one shard")
+        path = self._shard_path(start // self.shard_frames)
+        with open(path, "rb") as fh:
+            data = np.fromfile(fh, dtype=DTYPE, count=n * self.n_bins)
+        if data.size != n * self.n_bins:
+            raise StoreError(path, f"shard holds fewer than {n} rows")
+        return data.reshape(n, self.n_bins)
+
+    def truncate(self, n_frames: int) -> None:
+        """Forget rows from ``n_frames`` on (resume): drop later shards and stray temp files."""
+        keep = (n_frames - 1) // self.shard_frames if n_frames else -1
+        chunks_dir = self.directory / "c"
+        if chunks_dir.is_dir():
+            for entry in chunks_dir.iterdir():
+                if entry.name.isdigit() and int(entry.name) > keep:
+                    shutil.rmtree(entry)
+            for stray in chunks_dir.rglob("*.partial"):
+                stray.unlink(missing_ok=True)
+        self.finish(n_frames)
+
+    def finish(self, n_frames: int) -> None:
+        """Record the array's final length in its metadata."""
+        if int(self.array.shape[0]) != n_frames:
+            self.array.resize((n_frames, self.n_bins))
+
+
+def _crc32c(data: bytes) -> bytes:
+    import google_crc32c  # a dependency of zarr's crc32c codec
+
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
+
+
+def _check_layout(meta: dict[str, Any], where: Path) -> None:
+    """Refuse to hand-encode shards of an array whose codecs are not the expected ones."""
+    try:
+        (codec,) = meta["codecs"]
+        conf = codec["configuration"]
+        ok = (
+            codec["name"] == "sharding_indexed"
+            and [c["name"] for c in conf["codecs"]] == ["bytes"]
+            and conf["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+            and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
+            and conf.get("index_location", "end") == "end"
+            and meta["chunk_key_encoding"]["name"] == "default"
+            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
+            and meta["data_type"] == "float32"
+            and float(meta["fill_value"]) == 0.0
+            and tuple(conf["chunk_shape"])[1:] == tuple(meta["shape"])[1:]
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise StoreError(where, "frame array does not have the sharded, uncompressed layout")
+
+
+class ZarrWriter:
+    """Creates and fills a local Zarr v3 store (used by :mod:`featstore.build`)."""
+
+    format = "zarr"
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+        self.path = Path(path)
+        self.fsync = fsync
+        self._group: Any = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the build journal lives while the build runs."""
+        return self.path / STATE_DIR
+
+    def complete_metadata(self) -> dict[str, Any] | None:
+        """Metadata of a finished store at ``path``, else None."""
+        meta = read_root_metadata(self.path)
+        return meta if meta and meta.get("complete") else None
+
+    def is_store(self) -> bool:
+        """True when ``path`` holds (part of) a store written by this package."""
+        return read_root_metadata(self.path) is not None or self.state_dir.is_dir()
+
+    def exists(self) -> bool:
+        """True when something other than the build state is at ``path``."""
+        if self.path.is_file():
+            return True
+        return self.path.is_dir() and any(p.name != STATE_DIR for p in self.path.iterdir())
+
+    def remove(self) -> None:
+        """Delete the store (only call after :meth:`is_store`)."""
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+        elif self.path.exists():
+            self.path.unlink()
+
+    def open(self, metadata: dict[str, Any]) -> None:
+        """Create the root group (or open it when resuming) and set its metadata."""
+        import zarr
+
+        self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
+        self.set_metadata(metadata)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace the root metadata attribute (atomic file replace by zarr's LocalStore)."""
+        self._group.attrs.put({METADATA_ATTR: metadata})
+
+    def sink(
+        self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
+    ) -> ZarrSink:
+        """The array ``/<split>/<feature>``, created empty when missing."""
+        import zarr
+
+        name = feature_path(split, feature)
+        directory = self.path / name
+        if (directory / "zarr.json").is_file():
+            array = zarr.open_array(self.path / name, mode="r+", zarr_format=3)
+            if tuple(array.shape[1:]) != (n_bins,) or tuple(array.shards or ()) != (
+                shard_frames,
+                n_bins,
+            ):
+                raise StoreError(directory, "existing array does not match the build layout")
+        else:
+            array = self._group.create_array(
+                name=name,
+                shape=(0, n_bins),
+                dtype="float32",
+                chunks=(chunk_frames, n_bins),
+                shards=(shard_frames, n_bins),
+                compressors=None,
+                filters=None,
+                fill_value=0.0,
+                config={"write_empty_chunks": True},
+            )
+        return ZarrSink(array, directory, self.fsync)
+
+    def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
+        """Write the index columns of ``split`` (replacing earlier ones)."""
+        target = self.path / split / INDEX_GROUP
+        if target.exists():
+            shutil.rmtree(target)
+        for name, values in columns.items():
+            n = max(1, len(values))
+            if values.dtype.kind == "U":
+                array = self._group.create_array(
+                    name=index_path(split, name), shape=values.shape, dtype=str, chunks=(n,)
+                )
+            else:
+                array = self._group.create_array(
+                    name=index_path(split, name),
+                    shape=values.shape,
+                    dtype=values.dtype,
+                    chunks=(n,),
+                    compressors=None,
+                )
+            if len(values):
+                array[:] = values
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Record the final metadata (``complete: true``)."""
+        self.set_metadata(metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+class ZarrSource:
+    """Read access to a Zarr v3 store: metadata, index columns, frame arrays."""
+
+    def __init__(self, location: str):
+        from featstore.store.layout import is_remote, local_path
+
+        self.location = location
+        self.remote = is_remote(location)
+        self.path = None if self.remote else local_path(location)
+        self._group: Any = None
+        self._mirror: Any = None
+        if self.remote:
+            from featstore.remote import StoreMirror, cache_dir_from_env
+
+            cache = cache_dir_from_env()  # --cache-dir / $SPOOFSTORE_CACHE_DIR
+            if cache is not None:  # read a local copy, filled on demand, memory-mapped
+                self._mirror = StoreMirror(location, cache)
+                self.path = self._mirror.open()
+                self.remote = False
+
+    def _zarr_group(self) -> Any:
+        if self._group is None:
+            import zarr
+
+            if self.remote:
+                from featstore.remote import zarr_store
+
+                target = zarr_store(self.location)
+            else:
+                target = self.path
+            try:
+                self._group = zarr.open_group(target, mode="r", zarr_format=3)
+            except FileNotFoundError:
+                raise StoreError(self.location, "no Zarr store here") from None
+        return self._group
+
+    def metadata(self) -> Any:
+        """The raw ``spoofstore`` root attribute (None when absent)."""
+        if self.remote:
+            return dict(self._zarr_group().attrs).get(METADATA_ATTR)
+        if not (self.path / "zarr.json").is_file():
+            raise StoreError(self.location, "no such feature store (no zarr.json)")
+        return read_root_metadata(self.path)
+
+    def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
+        """The named index columns of ``split`` (strings as ``<U``)."""
+        group = self._zarr_group()
+        out = {}
+        for name in names:
+            values = np.asarray(group[index_path(split, name)][:])
+            if values.dtype.kind in "OTU":
+                values = np.array([str(v) for v in values.tolist()], dtype=str)
+                if values.size == 0:
+                    values = np.empty(0, dtype="<U1")
+            out[name] = values
+        return out
+
+    def zarr_array(self, split: str, feature: str) -> Any:
+        """zarr's own array object (for comparisons and the remote fallback)."""
+        return self._zarr_group()[feature_path(split, feature)]
+
+    def frame_array(self, split: str, feature: str) -> FrameArray:
+        """Memory-mapped FrameArray (local), else one reading through zarr."""
+        if self._mirror is not None:
+            self._mirror.ensure_array(split, feature)
+        if not self.remote:
+            directory = self.path / feature_path(split, feature)
+            try:
+                with open(directory / "zarr.json", encoding="utf-8") as fh:
+                    meta = json.load(fh)
+            except FileNotFoundError:
+                raise StoreError(directory, "no such frame array") from None
+            mapped = shard_segments(directory, meta)
+            if mapped is not None:
+                return mapped
+        array = self.zarr_array(split, feature)
+        return FrameArray(tuple(array.shape), reader=lambda a, b: array[a:b])
+
+    def close(self) -> None:
+        """Forget the zarr group."""
+        self._group = None
+
+
+def _crc32c_ok(data: bytes, stored: bytes) -> bool:
+    return _crc32c(bytes(data)) == bytes(stored)
+
+
+def _bytes_le(codec: dict) -> bool:
+    return codec.get("name") == "bytes" and codec.get("configuration", {}).get(
+        "endian", "little"
+    ) in ("little", None)
+
+
+def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
+    """Map a local float32 2-D Zarr v3 array's chunk bytes; None if not memory-mappable.
+
+    Parameters
+    ----------
+    directory : Path
+        The array's directory (holding ``zarr.json`` and ``c/``).
+    meta : dict
+        Its parsed ``zarr.json``.
+
+    Returns
+    -------
+    FrameArray or None
+        None when the array uses codecs other than ``bytes`` (little endian), so its
+        chunks are not raw float32.
+    """
+    if meta.get("data_type") != "float32" or len(meta.get("shape", ())) != 2:
+        return None
+    total, n_bins = (int(v) for v in meta["shape"])
+    grid = meta.get("chunk_grid", {})
+    if grid.get("name") != "regular":
+        return None
+    outer = [int(v) for v in grid["configuration"]["chunk_shape"]]
+    if outer[1] != n_bins:
+        return None
+    encoding = meta.get("chunk_key_encoding", {"name": "default"})
+    if encoding.get("name") != "default":
+        return None
+    sep = encoding.get("configuration", {}).get("separator", "/")
+    codecs = meta.get("codecs", [])
+    if len(codecs) != 1:
+        return None
+    codec = codecs[0]
+    row_bytes = n_bins * DTYPE.itemsize
+    if _bytes_le(codec):
+        inner = outer[0]
+        index_spec = None
+    elif codec.get("name") == "sharding_indexed":
+        conf = codec["configuration"]
+        inner_shape = [int(v) for v in conf["chunk_shape"]]
+        if inner_shape[1] != n_bins or not all(_bytes_le(c) for c in conf["codecs"]):
+            return None
+        index_codecs = conf.get("index_codecs", [])
+        if not index_codecs or not _bytes_le(index_codecs[0]):
+            return None
+        extra = 0
+        for c in index_codecs[1:]:
+            if c.get("name") != "crc32c":
+                return None
+            extra += 4
+        inner = inner_shape[0]
+        index_spec = (outer[0] // inner, extra, conf.get("index_location", "end"))
+    else:
+        return None
+
+    segments: list[Segment] = []
+    keepalive: list = []
+    n_outer = -(-total // outer[0]) if total else 0
+    for i in range(n_outer):
+        base = i * outer[0]
+        path = directory / ("c" + sep + sep.join((str(i), "0")))
+        if not path.is_file():
+            continue  # never written: fill value
+        buffer = map_file(path)
+        if buffer is None:
+            continue
+        keepalive.append(buffer)
+        if index_spec is None:
+            pieces = [(base, min(base + outer[0], total), 0)]
+        else:
+            n_inner, extra, location = index_spec
+            size = n_inner * 16 + extra
+            if len(buffer) < size:
+                raise StoreError(path, f"shard is truncated ({len(buffer)} bytes)")
+            at = len(buffer) - size if location == "end" else 0
+            if extra and not _crc32c_ok(
+                buffer[at : at + size - 4], buffer[at + size - 4 : at + size]
+            ):
+                raise StoreError(path, "corrupt shard: its index fails the crc32c check")
+            table = np.frombuffer(buffer, dtype="<u8", count=2 * n_inner, offset=at)
+            pieces = []
+            for c in range(n_inner):
+                offset, nbytes = int(table[2 * c]), int(table[2 * c + 1])
+                start = base + c * inner
+                if start >= total or offset == _EMPTY:
+                    continue
+                if nbytes != inner * row_bytes:
+                    raise StoreError(path, f"corrupt shard: chunk {c} holds {nbytes} bytes")
+                pieces.append((start, min(start + inner, total), offset))
+        for start, stop, offset in merge_runs(pieces, row_bytes):
+            try:
+                view = rows_view(buffer, offset, stop - start, n_bins)
+            except ValueError as exc:
+                raise StoreError(path, f"corrupt shard: {exc}") from None
+            segments.append(Segment(start, stop, view))
+    return FrameArray((total, n_bins), segments=segments, keepalive=keepalive)

@@ -1,0 +1,324 @@
+"""featstore.build: determinism across --jobs, real data, bad input, configuration, re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
+
+import featstore
+from featstore.build import BuildConfig, BuildSummary, split_checksum
+from featstore.errors import AudioError, FeatureError, LocatedError, ManifestError, StoreError
+from featstore.features.registry import compute_feature
+from featstore.store import open_store
+from featstore.store.inspect import verify_store
+
+SMALL = {"chunk_frames": 32, "shard_frames": 128}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), {"train": 8, "dev": 5}, seed=3)
+
+
+@pytest.fixture(scope="module")
+def clean_store(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "clean.zarr"
+    featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    return out
+
+
+def test_jobs_1_and_2_give_identical_bytes(corpus: Path, clean_store: Path, tmp_path: Path):
+    out = tmp_path / "jobs2.zarr"
+    summary = featstore.build(
+        corpus / "protocols", corpus, out, jobs=2, batch_size=2, quiet=True, **SMALL
+    )
+    assert summary.written == {"dev": 5, "train": 8}
+    assert_stores_equal(clean_store, out)
+    for split in ("dev", "train"):  # the shard files themselves are identical too
+        for path in sorted((clean_store / split).rglob("*")):
+            if path.is_file():
+                assert path.read_bytes() == (out / path.relative_to(clean_store)).read_bytes()
+
+
+def test_summary_and_rerun_is_noop(corpus: Path, clean_store: Path) -> None:
+    again = featstore.build(corpus / "protocols", corpus, clean_store, jobs=1, quiet=True, **SMALL)
+    assert isinstance(again, BuildSummary) and again.noop
+    assert again.skipped == {"dev": 5, "train": 8}
+    assert "already complete" in str(again) and "nothing to do" in str(again)
+
+
+def test_different_config_is_refused_then_overwritten(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    kw = {"jobs": 1, "quiet": True, **SMALL}
+    featstore.build(corpus / "protocols", corpus, out, features="logmel", **kw)
+    with pytest.raises(StoreError, match=r"different configuration.*--overwrite"):
+        featstore.build(corpus / "protocols", corpus, out, features="mgd", **kw)
+    with pytest.raises(StoreError, match="different configuration"):
+        featstore.build(
+            corpus / "protocols",
+            corpus,
+            out,
+            features="logmel",
+            feature_params={"logmel": {"n_mels": 64}},
+            **kw,
+        )
+    assert list(open_store(out).features) == ["logmel"]
+    featstore.build(corpus / "protocols", corpus, out, features="mgd", overwrite=True, **kw)
+    assert list(open_store(out).features) == ["mgd"]
+
+
+def test_different_manifest_is_refused(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    kw = {"jobs": 1, "quiet": True, "features": "logmel", **SMALL}
+    featstore.build(corpus / "protocols", corpus, out, **kw)
+    one = corpus / "protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
+    with pytest.raises(StoreError, match="different manifest"):
+        featstore.build(one, corpus, out, **kw)
+
+
+def test_refuses_to_touch_a_foreign_directory(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "precious.zarr"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match="not a spoofstore feature store"):
+            featstore.build(
+                corpus / "protocols", corpus, out, jobs=1, quiet=True, overwrite=overwrite
+            )
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_hdf5_by_suffix_equals_zarr(corpus: Path, clean_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    summary = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert summary.format == "hdf5" and out.is_file()
+    assert not out.with_name("s.h5.build").exists()  # staging removed
+    st = open_store(out)
+    assert st.format == "hdf5"
+    ref = open_store(clean_store)
+    for split in ref.splits:
+        for f in ref.features:
+            assert st.array(split, f)[:].tobytes() == ref.array(split, f)[:].tobytes()
+            assert st.checksum(split, f) == ref.checksum(split, f)
+    forced = tmp_path / "forced.store"
+    featstore.build(
+        corpus / "protocols", corpus, forced, jobs=1, quiet=True, format="hdf5", **SMALL
+    )
+    assert open_store(forced).format == "hdf5"
+
+
+def test_real_la_mini_matches_compute_feature(la_mini: Path, tmp_path: Path) -> None:
+    out = tmp_path / "la.zarr"
+    summary = featstore.build(la_mini / "protocols", la_mini, out, jobs=1, quiet=True)
+    assert summary.written == {"dev": 25} and not summary.quarantine
+    assert summary.audio_seconds == pytest.approx(75.35, abs=0.05)
+    st = open_store(out)
+    ix = st.index("dev")
+    assert len(ix) == 25 and set(ix["key"]) == {"bonafide", "spoof"}
+    for row in (0, 12, 24):
+        uid = str(ix["utt_id"][row])
+        x, sr = sf.read(la_mini / "flac" / f"{uid}.flac", dtype="float64")
+        for feature in ("mgd", "logmel"):
+            np.testing.assert_array_equal(
+                st.read("dev", feature, uid), compute_feature(feature, x, sr)
+            )
+    assert verify_store(out) == []
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_corpus(tmp_path_factory.mktemp("bad"), {"dev": 3}, seed=5)
+    rng = np.random.default_rng(9)
+    add_utterance(root, "dev", "LA_D_MISSING")
+    good = speechlike(rng, 1.0)
+    path = add_utterance(root, "dev", "LA_D_TRUNC")
+    sf.write(path, good, 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    add_utterance(root, "dev", "LA_D_EMPTY").write_bytes(b"")
+    sf.write(add_utterance(root, "dev", "LA_D_SHORT"), good[:200], 16000, subtype="PCM_16")
+    sf.write(add_utterance(root, "dev", "LA_D_SILENT"), np.zeros(16000), 16000, subtype="PCM_16")
+    nan = good.astype(np.float32).copy()
+    nan[100] = np.nan
+    wav = add_utterance(root, "dev", "LA_D_NAN").with_suffix(".wav")
+    sf.write(wav, nan, 16000, subtype="FLOAT")
+    sf.write(
+        add_utterance(root, "dev", "LA_D_44K"), speechlike(rng, 1.0, 44100), 44100, subtype="PCM_16"
+    )
+    stereo = np.stack([good, 0.5 * good], axis=1)
+    sf.write(add_utterance(root, "dev", "LA_D_STEREO"), stereo, 16000, subtype="PCM_16")
+    add_utterance(root, "dev", "LA_D_LAST")
+    sf.write(root / "flac" / "LA_D_LAST.flac", good, 16000, subtype="PCM_16")
+    return root
+
+
+def test_bad_utterances_are_quarantined_with_reasons(bad_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bad.zarr"
+    summary = featstore.build(bad_corpus / "protocols", bad_corpus, out, jobs=1, quiet=True)
+    reasons = {utt: reason for _, utt, reason in summary.quarantine}
+    assert set(reasons) == {
+        "LA_D_MISSING",
+        "LA_D_TRUNC",
+        "LA_D_EMPTY",
+        "LA_D_SHORT",
+        "LA_D_SILENT",
+        "LA_D_NAN",
+    }
+    assert "no audio file" in reasons["LA_D_MISSING"]
+    assert "LA_D_TRUNC.flac" in reasons["LA_D_TRUNC"]
+    assert "LA_D_EMPTY.flac" in reasons["LA_D_EMPTY"]
+    assert "too short: 200 samples" in reasons["LA_D_SHORT"]
+    assert "silent" in reasons["LA_D_SILENT"]
+    assert "NaN" in reasons["LA_D_NAN"]
+    assert summary.written == {"dev": 6} and summary.quarantined == {"dev": 6}
+    assert "6 utterance(s) quarantined" in str(summary)
+    st = open_store(out)
+    assert sorted(u for _, u, _ in st.quarantine) == sorted(reasons)
+    ix = st.index("dev")
+    assert list(ix["utt_id"]) == [
+        "LA_D_1000000",
+        "LA_D_1000001",
+        "LA_D_1000002",
+        "LA_D_44K",
+        "LA_D_STEREO",
+        "LA_D_LAST",
+    ]
+    row = {u: i for i, u in enumerate(ix["utt_id"])}
+    assert ix["sample_rate"][row["LA_D_44K"]] == 44100
+    assert "resampled 44100->16000" in ix["notes"][row["LA_D_44K"]]
+    assert ix["duration"][row["LA_D_44K"]] == pytest.approx(1.0, abs=1e-3)
+    assert ix["channels"][row["LA_D_STEREO"]] == 2
+    assert "downmixed 2 channels" in ix["notes"][row["LA_D_STEREO"]]
+    x, _ = sf.read(bad_corpus / "flac" / "LA_D_STEREO.flac", dtype="float64")
+    np.testing.assert_array_equal(
+        st.read("dev", "mgd", "LA_D_STEREO"), compute_feature("mgd", x.mean(axis=1))
+    )
+    assert verify_store(out) == []
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_split_with_every_utterance_quarantined(tmp_path: Path, suffix: str) -> None:
+    root = make_corpus(tmp_path / "c", {"train": 2})
+    add_utterance(root, "dev", "LA_D_GONE1")
+    add_utterance(root, "dev", "LA_D_GONE2")
+    out = tmp_path / f"s{suffix}"
+    summary = featstore.build(root / "protocols", root, out, jobs=1, quiet=True, **SMALL)
+    assert summary.written == {"dev": 0, "train": 2} and summary.quarantined["dev"] == 2
+    st = open_store(out)
+    assert len(st.index("dev")) == 0 and st.array("dev", "mgd").shape == (0, 257)
+    assert st.array("dev", "mgd")[:].shape == (0, 257)
+    mean, std = st.stats("mgd", split="dev")
+    assert not mean.any() and (std == 1).all()
+    assert verify_store(out) == []
+
+
+def test_strict_stops_at_first_bad_utterance(bad_corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match=r"LA_D_MISSING.*--strict"):
+        featstore.build(
+            bad_corpus / "protocols",
+            bad_corpus,
+            tmp_path / "s.zarr",
+            jobs=1,
+            quiet=True,
+            strict=True,
+        )
+
+
+def test_manifest_errors(tmp_path: Path) -> None:
+    root = make_corpus(tmp_path / "c", {"dev": 2})
+    proto = root / "protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
+    good = proto.read_text()
+    proto.write_text(good + "LA_0001 LA_D_X spoof\n")
+    with pytest.raises(ManifestError, match=r"ASVspoof2019.LA.cm.dev.trl.txt:3"):
+        featstore.build(root / "protocols", root, tmp_path / "a.zarr", jobs=1, quiet=True)
+    proto.write_text(good + good.splitlines()[0] + "\n")
+    with pytest.raises(ManifestError, match="LA_D_1000000"):
+        featstore.build(root / "protocols", root, tmp_path / "b.zarr", jobs=1, quiet=True)
+    proto.write_text(good + "LA_0001 ../../etc/passwd - - bonafide\n")
+    with pytest.raises(ManifestError, match="unsafe utterance id"):
+        featstore.build(root / "protocols", root, tmp_path / "c.zarr", jobs=1, quiet=True)
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "c.zarr").exists()
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_toml_config_sets_fields_and_feature_params(corpus: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "featstore.toml"
+    toml.write_text(
+        "jobs = 1\nchunk_frames = 32\nshard_frames = 128\n\n"
+        "[features.mgd]\nrho = 0.2\n\n[features.logmel]\nn_mels = 40\n"
+    )
+    cfg = BuildConfig.from_toml(toml)
+    assert cfg.features == ("mgd", "logmel") and cfg.jobs == 1 and cfg.shard_frames == 128
+    assert cfg.feature_params == {"mgd": {"rho": 0.2}, "logmel": {"n_mels": 40}}
+    assert cfg.fingerprint("zarr") != BuildConfig(**SMALL).fingerprint("zarr")
+    assert cfg.fingerprint("zarr") != cfg.fingerprint("hdf5")
+    assert BuildConfig(jobs=1).fingerprint("zarr") == BuildConfig(jobs=2).fingerprint("zarr")
+    out = tmp_path / "s.zarr"
+    featstore.build(corpus / "protocols", corpus, out, config=toml, quiet=True)
+    st = open_store(out)
+    assert st.features["mgd"]["rho"] == 0.2 and st.features["logmel"]["n_bins"] == 40
+    assert st.fingerprint == cfg.fingerprint("zarr")
+    x, sr = sf.read(corpus / "flac" / "LA_D_1000001.flac", dtype="float64")
+    np.testing.assert_array_equal(
+        st.read("dev", "mgd", "LA_D_1000001"), compute_feature("mgd", x, sr, rho=0.2)
+    )
+    # explicit arguments override the file
+    out2 = tmp_path / "s2.zarr"
+    featstore.build(corpus / "protocols", corpus, out2, features="mgd", config=toml, quiet=True)
+    assert list(open_store(out2).features) == ["mgd"]
+    assert open_store(out2).features["mgd"]["rho"] == 0.2
+
+
+def test_toml_list_form_and_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "a.toml"
+    toml.write_text('features = ["logmel"]\nstrict = true\n')
+    assert BuildConfig.from_toml(toml).features == ("logmel",)
+    toml.write_text("jobz = 3\n")
+    with pytest.raises(LocatedError, match=r"unknown key.*jobz"):
+        BuildConfig.from_toml(toml)
+    toml.write_text("[features.mgd]\nrhoo = 1\n")
+    with pytest.raises(FeatureError, match="rhoo"):
+        BuildConfig.from_toml(toml)
+    toml.write_text("jobs = \n")
+    with pytest.raises(LocatedError, match="invalid TOML"):
+        BuildConfig.from_toml(toml)
+    with pytest.raises(LocatedError, match="no such configuration file"):
+        BuildConfig.from_toml(tmp_path / "nope.toml")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(FeatureError, match="unknown feature"):
+        BuildConfig(features=("mfcc",))
+    with pytest.raises(FeatureError, match="multiple of chunk_frames"):
+        BuildConfig(chunk_frames=100, shard_frames=250)
+    with pytest.raises(FeatureError, match="jobs"):
+        BuildConfig(jobs=0)
+    with pytest.raises(FeatureError, match="format"):
+        BuildConfig(format="npy")
+    record = BuildConfig().fingerprint_record("zarr")
+    assert json.loads(json.dumps(record)) == record
+    assert record["features"]["mgd"]["n_bins"] == 257
+
+
+def test_split_checksum_is_sha256_of_digests() -> None:
+    import hashlib
+
+    d = [hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()]
+    expected = hashlib.sha256(bytes.fromhex(d[0]) + bytes.fromhex(d[1])).hexdigest()
+    assert split_checksum(d) == expected
+
+
+def test_featstore_build_attribute_stays_callable() -> None:
+    import featstore.build as module
+
+    assert callable(featstore.build) and callable(module)
+    assert module.BuildConfig is BuildConfig

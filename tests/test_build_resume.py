@@ -1,0 +1,208 @@
+"""Interrupted builds resume and end byte-identical to an uninterrupted build.
+
+Two kinds of interruption: an exception injected at a chosen write/commit inside this
+process (every stage of the pipeline, deterministic), and a real ``SIGKILL`` of a
+``featstore build`` subprocess while it commits shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from corpus_fixture import assert_stores_equal, make_corpus
+
+import featstore
+from featstore.store.hdf5_backend import Hdf5Writer, RawSink
+from featstore.store.journal import SplitJournal
+from featstore.store.zarr_backend import ZarrSink, ZarrWriter
+
+SMALL = {"chunk_frames": 32, "shard_frames": 128, "fsync": False}  # a kill needs no fsync
+
+
+class Crash(Exception):
+    """Stands in for the process dying."""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), {"train": 10, "dev": 6}, seed=11)
+
+
+@pytest.fixture(scope="module", params=["zarr", "h5"])
+def clean(request, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / f"clean.{request.param}"
+    featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    return out
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    """Data files of a Zarr store's splits (shards, index chunks, array metadata)."""
+    out = {}
+    for split in ("dev", "train"):
+        for p in sorted((store / split).rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(store))] = p.read_bytes()
+    return out
+
+
+def _crash_after(monkeypatch, cls, name: str, n: int) -> None:
+    original = getattr(cls, name)
+    calls = {"n": 0}
+
+    def wrapper(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise Crash(f"{name} call {calls['n']}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, wrapper)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ("sink.write", 3),  # mid-split, between shard writes
+        ("journal.commit", 5),  # data written, commit not recorded
+        ("write_index", 1),  # all frames committed, index of the 2nd split not written
+        ("finish", 0),  # every split done, final metadata / HDF5 assembly not done
+    ],
+)
+def test_resume_after_crash_is_byte_identical(
+    where, corpus: Path, clean: Path, tmp_path: Path, monkeypatch
+):
+    name, n = where
+    zarr_format = clean.suffix == ".zarr"
+    out = tmp_path / clean.name
+    targets = {
+        "sink.write": ZarrSink if zarr_format else RawSink,
+        "journal.commit": SplitJournal,
+        "write_index": ZarrWriter if zarr_format else Hdf5Writer,
+        "finish": ZarrWriter if zarr_format else Hdf5Writer,
+    }
+    attr = name.split(".")[-1]
+    with monkeypatch.context() as m:
+        _crash_after(m, targets[name], attr, n)
+        with pytest.raises(Crash):
+            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    with pytest.raises(featstore.StoreError, match="incomplete"):
+        featstore.open_store(out)
+    summary = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert not summary.noop
+    assert sum(summary.written.values()) + sum(summary.skipped.values()) == 16
+    assert_stores_equal(clean, out)
+    if zarr_format:
+        assert _files(clean) == _files(out)
+        assert not (out / ".spoofstore-build").exists()
+    again = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert again.noop
+
+
+def test_resume_skips_committed_utterances(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:
+        _crash_after(m, ZarrSink, "write", 12)
+        with pytest.raises(Crash):
+            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    progress = json.loads((out / ".spoofstore-build" / "dev.progress.json").read_text())
+    assert progress["done"] or progress["committed"] > 0
+    summary = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert summary.skipped["dev"] == progress["committed"] or progress["done"]
+    assert summary.written["train"] + summary.skipped["train"] == 10
+
+
+# -- a real SIGKILL ---------------------------------------------------------------------------
+
+
+def _committed(state: Path) -> int:
+    total = 0
+    for p in state.glob("*.progress.json"):
+        try:
+            total += json.loads(p.read_text())["committed"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
+
+
+@pytest.mark.slow
+def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None:
+    root = make_corpus(tmp_path / "corpus", {"train": 50, "dev": 20}, seconds=(0.4, 1.2), seed=2)
+    toml = tmp_path / "featstore.toml"
+    toml.write_text(
+        "jobs = 1\nchunk_frames = 32\nshard_frames = 64\nfsync = false\n"
+        "[features.mgd]\n[features.logmel]\n"
+    )
+    out = tmp_path / "killed.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "featstore",
+        "build",
+        "--manifest",
+        str(root / "protocols"),
+        "--audio-root",
+        str(root),
+        "--out",
+        str(out),
+        "--config",
+        str(toml),
+        "--quiet",
+    ]
+    state = out / ".spoofstore-build"
+    kills = 0
+    for threshold in (1, 40):  # kill early, then again later in the resumed run
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _committed(state) >= threshold:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.002)
+        proc.wait()
+    assert kills >= 1, "the build finished before it could be killed; make the corpus bigger"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "already done" in done.stdout or "already complete" in done.stdout
+    clean = tmp_path / "clean.zarr"
+    featstore.build(root / "protocols", root, clean, config=toml, quiet=True)
+    assert_stores_equal(clean, out)
+    assert _files(clean) == _files(out)
+    assert not list(out.rglob("*.partial"))
+
+
+def test_concurrent_build_of_the_same_store_is_refused(
+    corpus: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:
+        _crash_after(m, ZarrSink, "write", 2)
+        with pytest.raises(Crash):
+            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "fh = open(sys.argv[1], 'a+'); fcntl.lockf(fh, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); time.sleep(60)",
+            str(out / ".spoofstore-build" / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(featstore.StoreError, match="another featstore build"):
+            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert not summary.noop and featstore.open_store(out).splits == ["dev", "train"]

@@ -1,0 +1,349 @@
+"""The store reader: memory-mapped FrameArray == zarr/h5py reads, index, stats, verify, info."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+import zarr
+from corpus_fixture import make_corpus
+
+import featstore
+from featstore.errors import StoreError
+from featstore.features.registry import compute_feature
+from featstore.store import FrameArray, open_store
+from featstore.store.frame_array import Segment, merge_runs
+from featstore.store.hdf5_backend import Hdf5Source
+from featstore.store.inspect import store_info, verify_store
+
+SMALL = {"chunk_frames": 32, "shard_frames": 128}  # many shards and chunks per split
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), {"train": 6, "dev": 4}, seed=1)
+
+
+@pytest.fixture(scope="module", params=["zarr", "hdf5"])
+def store_path(request, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    suffix = ".zarr" if request.param == "zarr" else ".h5"
+    out = tmp_path_factory.mktemp("store") / f"s{suffix}"
+    featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    return out
+
+
+def native_reader(path: Path, split: str, feature: str):
+    """zarr's / h5py's own slicing of the same array."""
+    if path.suffix == ".zarr":
+        arr = zarr.open_array(path / split / feature, mode="r")
+        return arr, lambda a, b: arr[a:b]
+    fh = h5py.File(path, "r")
+    ds = fh[f"{split}/{feature}"]
+    return ds, lambda a, b: ds[a:b]
+
+
+def test_memmap_reads_equal_native_reads(store_path: Path) -> None:
+    st = open_store(store_path)
+    rng = np.random.default_rng(0)
+    for split in st.splits:
+        for feature in st.features:
+            fa = st.array(split, feature)
+            assert fa.memmapped
+            native, read = native_reader(store_path, split, feature)
+            assert fa.shape == tuple(native.shape)
+            np.testing.assert_array_equal(fa[:], read(0, fa.shape[0]))
+            for _ in range(30):  # crops crossing chunk and shard boundaries
+                a = int(rng.integers(0, fa.shape[0] - 1))
+                b = int(min(fa.shape[0], a + rng.integers(1, 300)))
+                got = fa[a:b]
+                assert got.dtype == np.float32 and got.flags.c_contiguous
+                np.testing.assert_array_equal(got, read(a, b))
+            np.testing.assert_array_equal(fa[5], read(5, 6)[0])
+            np.testing.assert_array_equal(fa[-1], read(fa.shape[0] - 1, fa.shape[0])[0])
+
+
+def test_zarr_layout_is_sharded_uncompressed(store_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    arr = zarr.open_array(store_path / "train" / "mgd", mode="r")
+    assert arr.shards == (128, 257) and arr.chunks == (32, 257)
+    assert arr.compressors == () and arr.dtype == np.float32
+    shard_files = [p for p in (store_path / "train" / "mgd" / "c").rglob("*") if p.is_file()]
+    assert len(shard_files) == -(-arr.shape[0] // 128)  # one file per shard, not per chunk
+
+
+def test_shard_files_are_byte_identical_to_zarr_encoding(store_path: Path, tmp_path: Path):
+    """The build writes shard files itself; zarr writing the same rows gives the same bytes."""
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    ours = store_path / "train" / "mgd"
+    data = open_store(store_path).array("train", "mgd")[:]
+    assert data.shape[0] % 128  # the last shard is partial, its last chunk padded
+    ref = zarr.open_group(tmp_path / "ref.zarr", mode="w").create_array(
+        name="mgd",
+        shape=data.shape,
+        dtype="float32",
+        chunks=(32, 257),
+        shards=(128, 257),
+        compressors=None,
+        filters=None,
+        fill_value=0.0,
+        config={"write_empty_chunks": True},
+    )
+    ref[:] = data
+    files = sorted(p.relative_to(ours) for p in (ours / "c").rglob("*") if p.is_file())
+    ref_files = sorted(
+        p.relative_to(tmp_path / "ref.zarr" / "mgd")
+        for p in (tmp_path / "ref.zarr" / "mgd" / "c").rglob("*")
+        if p.is_file()
+    )
+    assert files == ref_files
+    for rel in files:
+        assert (ours / rel).read_bytes() == (tmp_path / "ref.zarr" / "mgd" / rel).read_bytes()
+
+
+def test_hdf5_dataset_is_contiguous(store_path: Path) -> None:
+    if store_path.suffix != ".h5":
+        pytest.skip("hdf5 only")
+    with h5py.File(store_path, "r") as fh:
+        ds = fh["train/mgd"]
+        assert ds.chunks is None and ds.id.get_offset() is not None
+
+
+def test_index_frames_and_read_match_compute_feature(store_path: Path, corpus: Path) -> None:
+    st = open_store(store_path)
+    assert st.splits == ["dev", "train"]
+    ix = st.index("train")
+    assert ix.dtype.names[:9] == (
+        "utt_id",
+        "speaker",
+        "system",
+        "key",
+        "label",
+        "duration",
+        "sample_rate",
+        "channels",
+        "notes",
+    )
+    assert ix["label"].dtype == np.int8 and ix["sample_rate"].dtype == np.int32
+    assert ix["channels"].dtype == np.int16 and ix["duration"].dtype == np.float64
+    assert list(ix["utt_id"]) == [f"LA_T_{1000000 + i}" for i in range(6)]
+    assert list(ix["label"]) == [1, 0, 0, 1, 0, 0]
+    assert list(ix["key"]) == ["bonafide", "spoof", "spoof", "bonafide", "spoof", "spoof"]
+    assert ix["system"][1] == "A02" and ix["speaker"][1] == "LA_0001"
+    for feature in ("mgd", "logmel"):
+        offsets, n_frames = st.frames("train", feature)
+        assert offsets.dtype == np.int64 and n_frames.dtype == np.int64
+        assert offsets[0] == 0 and np.all(offsets[1:] == offsets[:-1] + n_frames[:-1])
+        for row in (0, 3, 5):
+            uid = str(ix["utt_id"][row])
+            x, sr = sf.read(corpus / "flac" / f"{uid}.flac", dtype="float64")
+            expected = compute_feature(feature, x, sr)
+            np.testing.assert_array_equal(st.read("train", feature, uid), expected)
+            np.testing.assert_array_equal(st.read("train", feature, uid, 10, 20), expected[10:20])
+            np.testing.assert_array_equal(st.read("train", feature, uid, -5), expected[-5:])
+            assert ix["duration"][row] == pytest.approx(x.size / 16000)
+
+
+def test_stats_are_float64_accumulated_mean_std(store_path: Path) -> None:
+    st = open_store(store_path)
+    for split in st.splits:
+        for feature in st.features:
+            data = st.array(split, feature)[:].astype(np.float64)
+            mean, std = st.stats(feature, split=split)
+            assert mean.dtype == np.float32 and mean.shape == (data.shape[1],)
+            np.testing.assert_allclose(mean, data.mean(axis=0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(std, data.std(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(st.stats("mgd")[0], st.stats("mgd", split="train")[0])
+    with pytest.raises(StoreError, match="no split 'eval'"):
+        st.stats("mgd", split="eval")
+    with pytest.raises(StoreError, match="no feature 'lfcc'"):
+        st.array("train", "lfcc")
+
+
+def test_metadata(store_path: Path) -> None:
+    st = open_store(store_path)
+    assert st.format == ("zarr" if store_path.suffix == ".zarr" else "hdf5")
+    assert st.features["mgd"]["n_bins"] == 257 and st.features["mgd"]["rho"] == 0.1
+    assert st.features["logmel"]["hop_length"] == 160
+    assert len(st.fingerprint) == 64 and st.quarantine == []
+    meta = st.metadata
+    assert meta["format_version"] == 1 and meta["complete"] is True
+    assert {"spoofstore", "numpy", "numba", "soundfile", "soxr", "librosa"} <= set(meta["versions"])
+    assert ("zarr" if st.format == "zarr" else "h5py") in meta["versions"]
+    assert meta["splits"]["train"]["n_utterances"] == 6
+    assert len(st.checksum("train", "mgd")) == 64
+
+
+def test_store_pickles_by_path_and_reopens_after_fork(store_path: Path) -> None:
+    st = open_store(store_path)
+    before = st.array("dev", "mgd")[0:40]
+    clone = pickle.loads(pickle.dumps(st))
+    assert clone.path == st.path and not clone._arrays
+    np.testing.assert_array_equal(clone.array("dev", "mgd")[0:40], before)
+    st._pid = -1  # as if this were a forked child: handles are dropped and reopened
+    np.testing.assert_array_equal(st.array("dev", "mgd")[0:40], before)
+    assert st._pid == os.getpid()
+    st.close()
+    np.testing.assert_array_equal(st.array("dev", "mgd")[0:40], before)
+
+
+def test_read_into_and_indexing_errors() -> None:
+    data = np.arange(40, dtype=np.float32).reshape(10, 4)
+    fa = FrameArray(
+        (12, 4),
+        segments=[Segment(0, 4, data[:4]), Segment(4, 6, None), Segment(8, 10, data[8:])],
+    )
+    out = np.full((12, 4), -1, dtype=np.float32)
+    fa.read_into(2, 12, out)
+    np.testing.assert_array_equal(out[:2], data[2:4])
+    np.testing.assert_array_equal(out[2:6], 0)  # None segment and gap read as fill value
+    np.testing.assert_array_equal(out[6:8], data[8:10])
+    np.testing.assert_array_equal(out[8:10], 0)  # past the last segment
+    assert fa[3:3].shape == (0, 4) and fa[5:2].shape == (0, 4)
+    with pytest.raises(IndexError):
+        fa.read_into(0, 13, out)
+    with pytest.raises(IndexError):
+        fa[12]
+    with pytest.raises(TypeError, match="step"):
+        fa[::2]
+    fallback = FrameArray((10, 4), reader=lambda a, b: data[a:b])
+    assert not fallback.memmapped
+    np.testing.assert_array_equal(fallback[3:7], data[3:7])
+
+
+def test_merge_runs() -> None:
+    assert merge_runs([(0, 2, 0), (2, 4, 8), (4, 6, 100), (6, 7, 108)], 4) == [
+        (0, 4, 0),
+        (4, 7, 100),
+    ]
+    assert merge_runs([(0, 2, 0), (3, 4, 12)], 4) == [(0, 2, 0), (3, 4, 12)]
+
+
+def test_missing_shard_reads_as_zeros_like_zarr(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store_path, copy)
+    (copy / "train" / "mgd" / "c" / "1" / "0").unlink()
+    fa = open_store(copy).array("train", "mgd")
+    arr = zarr.open_array(copy / "train" / "mgd", mode="r")
+    np.testing.assert_array_equal(fa[100:300], arr[100:300])
+    assert not fa[128:256].any()
+
+
+def test_remote_url_falls_back_to_zarr_reads(store_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    remote = f"/remote-{os.getpid()}/s.zarr"
+    fs.put(str(store_path), remote, recursive=True)
+    try:
+        st = open_store(f"memory://{remote}")
+        local = open_store(store_path)
+        assert st.splits == local.splits and st.fingerprint == local.fingerprint
+        fa = st.array("train", "mgd")
+        assert not fa.memmapped
+        np.testing.assert_array_equal(fa[10:300], local.array("train", "mgd")[10:300])
+        np.testing.assert_array_equal(st.index("dev"), local.index("dev"))
+    finally:
+        fs.rm(remote.rsplit("/", 1)[0], recursive=True)
+
+
+def test_hdf5_chunked_dataset_is_memory_mapped(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).standard_normal((1000, 7)).astype(np.float32)
+    path = tmp_path / "chunked.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("dev/mgd", data=data, chunks=(64, 7), maxshape=(None, 7))
+        fh.create_dataset("dev/zipped", data=data, chunks=(64, 7), compression="gzip")
+    src = Hdf5Source(str(path))
+    fa = src.frame_array("dev", "mgd")
+    assert fa.memmapped
+    np.testing.assert_array_equal(fa[:], data)
+    np.testing.assert_array_equal(fa[63:130], data[63:130])
+    zipped = src.frame_array("dev", "zipped")  # filtered: falls back to h5py reads
+    assert not zipped.memmapped
+    np.testing.assert_array_equal(zipped[10:500], data[10:500])
+    src.close()
+
+
+def test_open_store_errors(tmp_path: Path, store_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such feature store"):
+        open_store(tmp_path / "missing.zarr")
+    with pytest.raises(StoreError, match="no such feature store"):
+        open_store(tmp_path / "missing.h5")
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    with pytest.raises(StoreError, match="not a spoofstore feature store"):
+        open_store(tmp_path / "plain.zarr")
+    with pytest.raises(ValueError, match="read-only"):
+        open_store(store_path, mode="w")
+
+
+def test_info(store_path: Path) -> None:
+    info = store_info(store_path)
+    text = "\n".join(info.lines())
+    assert [s.name for s in info.splits] == ["dev", "train"]
+    assert info.splits[1].utterances == 6 and info.splits[1].disk_bytes > 0
+    assert info.splits[1].frames["mgd"] == open_store(store_path).array("train", "mgd").shape[0]
+    for word in ("mgd", "logmel", "257 bins", "hours", "MB on disk", "stats", "quarantined: 0"):
+        assert word in text
+
+
+def test_verify_sound_store(store_path: Path) -> None:
+    assert verify_store(store_path) == []
+
+
+def _copy(store_path: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / store_path.name
+    if store_path.is_dir():
+        shutil.copytree(store_path, copy)
+    else:
+        shutil.copy(store_path, copy)
+    return copy
+
+
+def _first_data_byte(path: Path, split: str, feature: str, row: int) -> tuple[Path, int]:
+    """File and byte offset of ``row`` of a frame array (zarr shard 0 / h5 dataset)."""
+    if path.suffix == ".zarr":
+        return path / split / feature / "c" / "0" / "0", row * 257 * 4
+    with h5py.File(path, "r") as fh:
+        return path, fh[f"{split}/{feature}"].id.get_offset() + row * 257 * 4
+
+
+def test_verify_finds_flipped_bytes_and_nan(store_path: Path, tmp_path: Path) -> None:
+    copy = _copy(store_path, tmp_path)
+    ix = open_store(copy).index("train")
+    offsets, _ = open_store(copy).frames("train", "mgd")
+    target, at = _first_data_byte(copy, "train", "mgd", int(offsets[1]) + 2)
+    with open(target, "r+b") as fh:
+        fh.seek(at)
+        fh.write(np.array([np.nan], dtype="<f4").tobytes())
+    problems = verify_store(copy)
+    text = "\n".join(problems)
+    assert f"train/mgd: checksum mismatch: {ix['utt_id'][1]}" in text
+    assert "NaN/inf" in text and str(ix["utt_id"][1]) in text
+    assert "train/logmel" not in text and "dev/" not in text
+
+
+def test_verify_finds_truncated_shard_and_bad_index(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    shard = copy / "dev" / "logmel" / "c" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:100])
+    n = zarr.open_array(copy / "train" / "index" / "n_frames.mgd", mode="r+")
+    values = n[:]
+    values[2] += 1
+    n[:] = values
+    problems = "\n".join(verify_store(copy))
+    assert "dev/logmel: frame array unreadable" in problems
+    assert "train/mgd: offsets not contiguous" in problems
+    assert "train/mgd: index totals" in problems
