@@ -32,7 +32,6 @@ import numba
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
-import scipy.signal
 
 from featstore.errors import FeatureError
 from featstore.features.framing import frame_signal
@@ -216,6 +215,8 @@ def get_window(window: str, win_length: int) -> np.ndarray:
     >>> get_window("hann", 4)
     array([0. , 0.5, 1. , 0.5])
     """
+    import scipy.signal  # lazily: ~2.5 s of a worker's start-up otherwise
+
     try:
         w = scipy.signal.get_window(window, win_length, fftbins=True).astype(np.float64)
     except ValueError as exc:
