@@ -42,6 +42,12 @@ def cli() -> None:
 )
 @click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2].")
 @click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Local cache of a store at a URL (s3://...) [default: $SPOOFSTORE_CACHE_DIR; none].",
+)
+@click.option(
     "--balance/--no-balance",
     default=None,
     help="Class-balanced crops instead of a class-weighted loss.",
@@ -64,6 +70,9 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
 
     from trainer.fit import fit
 
+    cache_dir = flags.pop("cache_dir", None)
+    if cache_dir:  # read by featstore in this process, its DataLoader workers and children
+        os.environ["SPOOFSTORE_CACHE_DIR"] = os.path.abspath(cache_dir)
     settings = {k: v for k, v in flags.items() if v is not None}
     if not settings.get("resume"):
         settings.pop("resume", None)
@@ -84,6 +93,62 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
 
 
 # --- score ------------------------------------------------------------------------------------
+
+
+@cli.command("score")
+@click.option(
+    "--run",
+    default=None,
+    help="Run directory [default: the one under ./runs whose checkpoint was written last].",
+)
+@click.option("--split", default="eval", show_default=True, help="Store split to score.")
+@click.option("--store", default=None, help="Feature store [default: the run's training store].")
+@click.option(
+    "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
+)
+@click.option("--out", default=None, help="Score file [default: <run>/scores_<split>.txt].")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["asvspoof2019", "asvspoof2021", "asvspoof5"]),
+    default=None,
+    help="Layout [default: asvspoof2019; asvspoof2021 for a split without keys].",
+)
+@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision of the forward passes.",
+)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@click.option("--force", is_flag=True, help="Score a store whose fingerprint differs.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def score_cmd(format_: str | None, quiet: bool, **options) -> None:
+    """Score every utterance of a store split with a trained run into one score file.
+
+    Scores are log-likelihood ratios logit[bona fide] - logit[spoof] (higher = bona fide),
+    in the store's index order; provenance goes to <out>.json. Read the file back with
+    'trainer metrics' (with --protocol for the asvspoof2021 and asvspoof5 layouts).
+    """
+    import json
+    import warnings
+
+    from trainer.score import score
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        path = score(format=format_, progress=not quiet, **options)
+    for w in caught:  # quarantined or frameless utterances: one line each, not a traceback
+        click.echo(f"warning: {w.message}", err=True)
+    info = json.loads(path.with_name(path.name + ".json").read_text())
+    click.echo(
+        f"wrote {path} ({info['n_utterances']} utterances of {info['split']!r}, "
+        f"{info['format']}, checkpoint epoch {info['checkpoint']['epoch']})"
+    )
+
 
 # --- metrics ----------------------------------------------------------------------------------
 

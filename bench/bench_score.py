@@ -1,0 +1,199 @@
+"""Benchmark: utterances per second of ``trainer.score`` on CPU, per model.
+
+For each model (grcnn, vgg10, lcnn; default sizes, untrained weights seeded with 0, saved
+as a checkpoint in a run-like directory with the ``config`` record ``trainer fit`` writes),
+times the whole ``trainer.score(run, split=...)`` call (open the store, load the checkpoint,
+read and normalise every segment from the store, forward passes, write the score file and its
+sidecar) and, interleaved with it in the same run, the *floor*: only the model's forward
+passes over the very same batches, read and normalised beforehand (not timed). ``ratio`` =
+score time / floor time, i.e. what scoring costs beyond the model's own arithmetic.
+
+The store is built once with ``featstore.build`` from generated audio (tones = bona fide,
+noise = spoof; ASVspoof 2019 LA layout) into ``--workdir``: a small train split (for the
+normalisation statistics), an ``eval`` split of ``--utts`` utterances of 2-4 s and a ``dev``
+split of ``--small-utts`` utterances of 2-4 s. GRCNN scores whole utterances through a
+recurrence over 32-frame windows and costs seconds per utterance on a CPU, so it is timed on
+``dev`` by default (``--grcnn-split eval`` to change). Every figure is the median of
+``--repeats`` runs after one untimed warm-up run.
+
+Usage::
+
+    .venv/bin/python bench/bench_score.py [--utts 200] [--small-utts 12] [--repeats 3]
+        [--models grcnn,vgg10,lcnn] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import featstore
+import trainer
+from trainer import checkpoint
+from trainer.data import EvalBatches, FeatureNormalizer
+from trainer.fit import FitConfig
+
+FEATURES = ("mgd", "logmel", "fbank", "lfcc")
+
+
+def make_corpus(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """ASVspoof 2019 LA layout: every 10th utterance a tone (bona fide), the rest noise."""
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    names = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        flac = root / f"ASVspoof2019_LA_{split}" / "flac"
+        flac.mkdir(parents=True, exist_ok=True)
+        protocols.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(n):
+            utt = f"LA_{split[0].upper()}_{1000000 + i}"
+            t = np.arange(int(16000 * rng.uniform(2.0, 4.0))) / 16000
+            bona = i % 10 == 0
+            if bona:
+                x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t)
+                x += 0.02 * rng.standard_normal(t.size)
+            else:
+                x = 0.2 * rng.standard_normal(t.size)
+            sf.write(flac / f"{utt}.flac", x.astype(np.float32), 16000)
+            system = "-" if bona else "A01"
+            lines.append(f"LA_0001 {utt} - {system} {'bonafide' if bona else 'spoof'}")
+        (protocols / f"ASVspoof2019.LA.cm.{names[split]}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def build_store(workdir: Path, n_eval: int, n_dev: int) -> str:
+    """The store (cached: rebuilt only when the utterance counts change)."""
+    tag = f"eval{n_eval}-dev{n_dev}"
+    path = workdir / f"store-{tag}.zarr"
+    if (workdir / f".{tag}.done").is_file():
+        return str(path)
+    corpus = make_corpus(workdir / f"corpus-{tag}", {"train": 20, "dev": n_dev, "eval": n_eval})
+    t0 = time.perf_counter()
+    featstore.build(
+        corpus / "ASVspoof2019_LA_cm_protocols", corpus, path, features=list(FEATURES), quiet=True
+    )
+    print(f"built {path} in {time.perf_counter() - t0:.1f} s")
+    (workdir / f".{tag}.done").write_text("ok\n")
+    return str(path)
+
+
+def make_run(workdir: Path, store_path: str, name: str) -> Path:
+    """A run directory holding ``best.pt`` with untrained weights (seed 0)."""
+    torch.manual_seed(0)
+    net = trainer.build_model(name)
+    st = featstore.open_store(store_path)
+    run = workdir / "runs" / name
+    run.mkdir(parents=True, exist_ok=True)
+    info = {
+        "fit": asdict(FitConfig(store=store_path, model=name, out=str(run), device="cpu")),
+        "store": {"path": store_path, "fingerprint": st.fingerprint, "format": st.format},
+        "model": {
+            "name": name,
+            "kwargs": {},
+            "features": list(net.features),
+            "n_bins": dict(net.n_bins),
+            "train_frames": net.train_frames,
+            "eval_window": net.eval_window,
+            "eval_hop": net.eval_hop,
+        },
+        "runtime": {"device": "cpu"},
+    }
+    state = {"format": 1, "model": net.state_dict(), "epoch": 0, "config": info}
+    checkpoint.save_checkpoint(run / "best.pt", state)
+    return run
+
+
+def floor_batches(store_path: str, name: str, split: str, batch_size: int) -> tuple:
+    """The model and the normalised batches ``trainer.score`` feeds it (read up front)."""
+    torch.manual_seed(0)
+    net = trainer.build_model(name).eval()
+    features = {f: int(net.n_bins[f]) for f in net.features}
+    st = featstore.open_store(store_path)
+    ds = EvalBatches(st, features, split, batch_size, net.eval_window, net.eval_hop)
+    norm = FeatureNormalizer.from_store(st, features)
+    batches = []
+    for b in range(len(ds)):
+        batch = ds[b]
+        x = norm({f: batch[f] for f in features})
+        batches.append({f: x[f].contiguous() for f in features})
+    return net, batches
+
+
+def time_floor(net: torch.nn.Module, batches: list) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for x in batches:
+            logits = net(**x)
+            (logits[:, 1] - logits[:, 0]).numpy()
+    return time.perf_counter() - t0
+
+
+def time_score(run: Path, split: str, batch_size: int) -> float:
+    t0 = time.perf_counter()
+    trainer.score(
+        run=run,
+        split=split,
+        out=run / f"scores_{split}.txt",
+        batch_size=batch_size,
+        device="cpu",
+        progress=False,
+    )
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--utts", type=int, default=200, help="eval utterances (2-4 s)")
+    parser.add_argument("--small-utts", type=int, default=12, help="dev utterances (2-4 s)")
+    parser.add_argument("--models", default="grcnn,vgg10,lcnn")
+    parser.add_argument("--grcnn-split", default="dev")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--workdir", default="/tmp/spoofstore-bench-score")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_path = build_store(workdir, args.utts, args.small_utts)
+    st = featstore.open_store(store_path)
+    print(f"torch threads {torch.get_num_threads()}, batch size {args.batch_size}")
+
+    rows = []
+    for name in args.models.split(","):
+        split = args.grcnn_split if name == "grcnn" else "eval"
+        run = make_run(workdir, store_path, name)
+        net, batches = floor_batches(store_path, name, split, args.batch_size)
+        n = st.n_utterances(split)
+        seconds = float(st.index(split)["duration"].sum())
+        time_score(run, split, args.batch_size)  # warm-up (untimed)
+        ours, floor = [], []
+        for _ in range(args.repeats):
+            ours.append(time_score(run, split, args.batch_size))
+            floor.append(time_floor(net, batches))
+        t_ours, t_floor = statistics.median(ours), statistics.median(floor)
+        rows.append((name, split, n, seconds, len(batches), t_ours, t_floor))
+        print(f"{name}: {n / t_ours:.2f} utt/s (floor {n / t_floor:.2f})", flush=True)
+
+    print(
+        f"\n{'model':7s} {'split':5s} {'utts':>5s} {'audio s':>8s} {'batches':>8s} "
+        f"{'utt/s':>8s} {'xRT':>7s} {'floor utt/s':>12s} {'ratio':>6s}"
+    )
+    for name, split, n, seconds, nb, t_ours, t_floor in rows:
+        print(
+            f"{name:7s} {split:5s} {n:5d} {seconds:8.1f} {nb:8d} {n / t_ours:8.2f} "
+            f"{seconds / t_ours:6.1f}x {n / t_floor:12.2f} {t_ours / t_floor:6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

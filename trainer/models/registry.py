@@ -1,0 +1,253 @@
+"""Model registry: name -> constructor, the features it reads, one-line description.
+
+Also holds the contract every countermeasure model implements (:class:`CountermeasureModel`):
+the attributes the data layer and training loop read (``features``, ``n_bins``,
+``train_frames``, ``eval_window``, ``eval_hop``) and the checking of the keyword inputs
+``model(mgd=x1, logmel=x2)``. Constructors import their module on first use, so reading
+:data:`MODELS` builds nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from featstore.errors import SpoofstoreError
+
+
+class ModelError(SpoofstoreError, ValueError):
+    """A model name, a model parameter or a model input is unknown or has the wrong shape."""
+
+
+class CountermeasureModel(nn.Module):
+    """Base class of the registered models: the agreed attributes plus input checking.
+
+    Subclasses set the attributes in ``__init__`` and implement ``forward(**features)``
+    returning logits ``(B, 2)`` (class 1 = bona fide), calling :meth:`inputs` first.
+
+    Attributes
+    ----------
+    features : tuple of str
+        Store features consumed, in the order :meth:`inputs` returns them.
+    n_bins : dict of str to int
+        Bins consumed per feature; the data layer passes ``x[..., :n_bins]``.
+    train_frames : int
+        Default training crop length (frames).
+    eval_window : int or None
+        ``None``: score whole utterances; else windows of this many frames whose
+        logits are averaged (hop :attr:`eval_hop`).
+    eval_hop : int or None
+        Window hop (frames) when :attr:`eval_window` is set.
+    min_frames : int
+        Inputs shorter than this are wrapped (repeated from their start) up to it.
+    """
+
+    features: tuple[str, ...]
+    n_bins: dict[str, int]
+    train_frames: int
+    eval_window: int | None
+    eval_hop: int | None
+    min_frames: int
+
+    def inputs(self, given: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Check the keyword inputs and return them in :attr:`features` order.
+
+        Parameters
+        ----------
+        given : Mapping[str, torch.Tensor]
+            ``{feature: (B, n_frames, n_bins)}`` float tensors.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One tensor per feature, shorter than :attr:`min_frames` frames wrapped to it.
+
+        Raises
+        ------
+        ModelError
+            A feature is missing or unexpected, a tensor is not ``(B, n_frames, n_bins)``
+            with the model's ``n_bins``, has no frames, or batch sizes differ.
+        """
+        name = type(self).__name__
+        missing = [f for f in self.features if f not in given]
+        extra = sorted(set(given) - set(self.features))
+        if missing or extra:
+            raise ModelError(
+                f"{name} takes features {', '.join(self.features)}; "
+                + (f"missing {', '.join(missing)}" if missing else "")
+                + ("; " if missing and extra else "")
+                + (f"unexpected {', '.join(extra)}" if extra else "")
+            )
+        out = []
+        batch = None
+        for feature in self.features:
+            x = given[feature]
+            want = self.n_bins[feature]
+            if x.ndim != 3 or x.shape[-1] != want:
+                raise ModelError(
+                    f"{name}: {feature} must be (batch, n_frames, {want}), got {tuple(x.shape)}"
+                )
+            if x.shape[1] == 0:
+                raise ModelError(f"{name}: {feature} has no frames")
+            if batch is not None and x.shape[0] != batch:
+                raise ModelError(
+                    f"{name}: batch sizes differ between features ({batch} vs "
+                    f"{x.shape[0]} for {feature})"
+                )
+            batch = x.shape[0]
+            out.append(wrap_frames(x, self.min_frames))
+        return out
+
+
+def wrap_frames(x: torch.Tensor, min_frames: int) -> torch.Tensor:
+    """Repeat ``x`` (B, n_frames, n_bins) from its start until it has ``min_frames`` frames.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, n_frames, n_bins)`` with ``n_frames >= 1``.
+    min_frames : int
+        Minimum length; longer inputs are returned unchanged.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, max(n_frames, min_frames), n_bins)``.
+
+    Examples
+    --------
+    >>> wrap_frames(torch.arange(3.0).view(1, 3, 1), 7).flatten().tolist()
+    [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0]
+    """
+    n = x.shape[1]
+    if n >= min_frames:
+        return x
+    index = torch.arange(min_frames, device=x.device) % n
+    return x.index_select(1, index)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``"grcnn"``, ...).
+    constructor : Callable[..., CountermeasureModel]
+        Builds the model from keyword parameters (see :func:`build_model`).
+    features : tuple of str
+        Store features it consumes.
+    description : str
+        One line for listings and the docs.
+    """
+
+    name: str
+    constructor: Callable[..., CountermeasureModel]
+    features: tuple[str, ...]
+    description: str
+
+
+def _spec(
+    name: str, target: str, features: tuple[str, ...], description: str, **fixed: Any
+) -> ModelSpec:
+    """A spec whose constructor imports ``target`` ("module:Class") on first use."""
+
+    def construct(**kwargs: Any) -> CountermeasureModel:
+        module, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        valid = [p for p in inspect.signature(cls).parameters if p not in fixed]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ModelError(
+                f"model {name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(valid)}"
+            )
+        return cls(**fixed, **kwargs)
+
+    construct.__name__ = construct.__qualname__ = f"build_{name.replace('-', '_')}"
+    return ModelSpec(name, construct, features, description)
+
+
+_SPECS = (
+    _spec(
+        "grcnn",
+        "trainer.models.grcnn:GRCNN",
+        ("mgd", "logmel"),
+        "dual-stream gated recurrent CNN (Gomez-Alanis et al. 2019) on MGD + log-mel",
+        streams=("mgd", "logmel"),
+    ),
+    _spec(
+        "grcnn-mgd",
+        "trainer.models.grcnn:GRCNN",
+        ("mgd",),
+        "single-stream GRCNN on MGD (ablation)",
+        streams=("mgd",),
+    ),
+    _spec(
+        "grcnn-logmel",
+        "trainer.models.grcnn:GRCNN",
+        ("logmel",),
+        "single-stream GRCNN on log-mel (ablation)",
+        streams=("logmel",),
+    ),
+    _spec(
+        "vgg10",
+        "trainer.models.vgg10:VGG10",
+        ("fbank",),
+        "10-layer VGG-style CNN on 64-band filterbank windows of 17 frames",
+    ),
+    _spec(
+        "lcnn",
+        "trainer.models.lcnn:LCNN",
+        ("lfcc",),
+        "LFCC-LCNN (ASVspoof 2021 baseline): light CNN with max-feature-map + BLSTM",
+    ),
+)
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType({s.name: s for s in _SPECS})
+"""Every registered model by name (read-only)."""
+
+
+def build_model(name: str, **kwargs: Any) -> CountermeasureModel:
+    """Build a registered countermeasure model.
+
+    Parameters
+    ----------
+    name : str
+        One of ``sorted(MODELS)``.
+    **kwargs
+        Model parameters that differ from the defaults (e.g. ``dropout=0.2``,
+        ``eval_hop=1``); see each model class.
+
+    Returns
+    -------
+    CountermeasureModel
+        A plain ``nn.Module`` on the CPU in float32, in training mode, with the attributes
+        ``features``, ``n_bins``, ``train_frames``, ``eval_window``, ``eval_hop``.
+
+    Raises
+    ------
+    ModelError
+        Unknown model name (the message lists the available ones) or parameter.
+
+    Examples
+    --------
+    >>> model = build_model("grcnn")
+    >>> model.features, model.n_bins["mgd"], model.train_frames
+    (('mgd', 'logmel'), 256, 256)
+    """
+    try:
+        spec = MODELS[name]
+    except (KeyError, TypeError):
+        raise ModelError(
+            f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}"
+        ) from None
+    return spec.constructor(**kwargs)
