@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_data import build_store
@@ -76,6 +77,12 @@ def test_run_directory_holds_everything(store_path, tmp_path):
     for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config"):
         assert key in state
     assert state["epoch"] == 1 and state["config"]["store"]["fingerprint"] == st.fingerprint
+    # the training normalisation travels with the checkpoint (scoring needs no train store)
+    for f in ("mgd", "logmel"):
+        mean, std = st.stats(f)
+        n = trainer.build_model("grcnn", **SMALL["grcnn"]).n_bins[f]
+        np.testing.assert_array_equal(state["normalizer"][f]["mean"].numpy(), mean[:n])
+        np.testing.assert_array_equal(state["normalizer"][f]["std"].numpy(), std[:n])
     model = trainer.build_model("grcnn", **SMALL["grcnn"])
     model.load_state_dict(state["model"])
 

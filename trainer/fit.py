@@ -723,6 +723,14 @@ class _Run:
                 stacklevel=2,
             )
         normalizer = FeatureNormalizer.from_store(store, features).to(device)
+        # saved in every checkpoint so scoring never depends on the training store's presence
+        norm_stats = {
+            f: {
+                "mean": torch.from_numpy(np.array(store.stats(f)[0][:n], np.float32)),
+                "std": torch.from_numpy(np.array(store.stats(f)[1][:n], np.float32)),
+            }
+            for f, n in features.items()
+        }
 
         counts = train_set.class_counts()
         weight = None
@@ -915,6 +923,7 @@ class _Run:
                     "dev_eer": dev_eer,
                     "rng": rng_states,
                     "config": run_info,
+                    "normalizer": norm_stats,
                 }
                 _write_metrics(self.out / "metrics.csv", history)
                 if improved:
