@@ -7,12 +7,10 @@ Each command lives in its own section below and imports its API lazily.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from featstore._version import __version__
-from featstore.errors import SpoofstoreError
+from featstore.cli_runner import run_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,19 +218,8 @@ def metrics_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    try:
-        rc = cli.main(args=argv, prog_name="trainer", standalone_mode=False)
-    except SpoofstoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    """Console-script entry point (``error: ...`` and exit code 2 for bad input)."""
+    run_cli(cli, "trainer", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
