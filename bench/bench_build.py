@@ -242,14 +242,19 @@ def main() -> None:
                 f"{name:8s} build wall {med(name, 'wall'):7.1f} s "
                 f"(cluster start {med(name, 'start'):4.1f} s) "
                 f"(process {med(name, 'process_wall'):7.1f} s), "
-                f"{audio / med(name, 'wall'):5.0f}x RT, moved to the writer "
+                f"{audio / med(name, 'wall'):5.0f}x RT, CPU {med(name, 'cpu'):5.1f} s, "
+                f"moved to the writer "
                 f"{med(name, 'moved') / (audio / 3600) / 1e6:6.0f} MB/audio-h, "
                 f"store {med(name, 'bytes') / (audio / 3600) / 1e6:6.0f} MB/audio-h, "
                 f"tree peak {med(name, 'tree_peak') / 2**20:5.0f} MiB"
             )
         ratio = med("dask2", "wall") / med("jobs2", "wall")
         pratio = med("dask2", "process_wall") / med("jobs2", "process_wall")
-        print(f"\nDask overhead dask2 / jobs2: build wall {ratio:.2f}x, process {pratio:.2f}x")
+        cratio = med("dask2", "cpu") / med("jobs2", "cpu")
+        print(
+            f"\nDask overhead dask2 / jobs2: build wall {ratio:.2f}x, process {pratio:.2f}x, "
+            f"CPU {cratio:.2f}x"
+        )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         return
     print(

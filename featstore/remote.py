@@ -280,7 +280,7 @@ class StoreMirror:
     Examples
     --------
     >>> mirror = StoreMirror("s3://bucket/la.zarr", "/scratch/cache")  # doctest: +SKIP
-    >>> local = mirror.open()  # metadata + index columns
+    >>> local = mirror.open()  # metadata + index columns  # doctest: +SKIP
     >>> mirror.ensure_array("train", "mgd")  # the shard files of train/mgd  # doctest: +SKIP
     """
 
