@@ -13,6 +13,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from featstore._version import __version__
+
+# Eager (it is light: no zarr/Numba at import) so that the package attribute ``build`` is the
+# function, not the submodule of the same name that importing it would otherwise bind.
+from featstore.build import build
 from featstore.errors import (
     AudioError,
     FeatureError,
@@ -23,11 +27,9 @@ from featstore.errors import (
 from featstore.features.registry import FEATURES, FeatureSpec, compute_feature
 
 if TYPE_CHECKING:
-    from featstore.build import build
     from featstore.store import open_store
 
 _LAZY = {
-    "build": "featstore.build",
     "open_store": "featstore.store",
 }
 

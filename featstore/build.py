@@ -28,7 +28,6 @@ import os
 import sys
 import time
 import tomllib
-import types
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -984,14 +983,3 @@ def build(
     summary.audio_seconds = builder.audio_seconds
     summary.wall_seconds = time.perf_counter() - t0
     return summary
-
-
-class _CallableModule(types.ModuleType):
-    """``featstore.build`` may resolve to this module (a submodule import binds the name in
-    the package); calling it calls :func:`build`, so ``featstore.build(...)`` always works."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> BuildSummary:
-        return build(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
