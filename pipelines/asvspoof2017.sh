@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# ASVspoof 2017 V2 (replay): features -> GRCNN + VGG10/fbank and LCNN/lfcc baselines ->
+# dev and eval scores -> EER (the 2017 metric; no t-DCF), per replay configuration, DET plots.
+#
+# Expected layout (the extracted ASVspoof 2017 V2 zips, all under DATA):
+#   $DATA/ASVspoof2017_V2_train/T_*.wav
+#   $DATA/ASVspoof2017_V2_dev/D_*.wav
+#   $DATA/ASVspoof2017_V2_eval/E_*.wav
+#   $DATA/protocol_V2/ASVspoof2017_V2_{train.trn,dev.trl,eval.trl}.txt
+#
+# Utterance ids drop the '.wav' of the protocol (T_1000001); the attack column of the scores
+# is the replay configuration ENVIRONMENT-PLAYBACK-RECORDING (e.g. E01-P01-R01).
+set -euo pipefail
+
+usage() {
+    cat <<EOF
+usage: $(basename "$0") [-h] DATA
+
+Run the ASVspoof 2017 V2 recipe on the database extracted under DATA (layout in $0).
+
+Environment variables (defaults in brackets):
+  WORK       output directory [work/asvspoof2017]
+  MODELS     models to train, space-separated [grcnn vgg10 lcnn]
+  JOBS       feature-extraction processes [number of CPUs]
+  DEVICE     training/scoring device: auto, cpu, cuda, cuda:N [auto]
+  WORKERS    DataLoader workers [4]
+  EPOCHS     training epochs [the trainer's default for each model]
+  FIT_ARGS   extra 'trainer fit' options, e.g. "--balance" []
+
+Outputs: WORK/store.zarr, WORK/runs/MODEL/scores_{dev,eval}.txt,
+WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
+EOF
+}
+
+if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+    usage
+    [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
+    exit 2
+fi
+
+DATA=$1
+WORK=${WORK:-work/asvspoof2017}
+MODELS=${MODELS:-grcnn vgg10 lcnn}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-4}
+EPOCHS=${EPOCHS:-}
+FIT_ARGS=${FIT_ARGS:-}
+
+PROTOCOLS=$DATA/protocol_V2
+for d in "$PROTOCOLS" "$DATA/ASVspoof2017_V2_train" "$DATA/ASVspoof2017_V2_dev" \
+    "$DATA/ASVspoof2017_V2_eval"; do
+    [[ -d $d ]] || { echo "error: $d not found (see the layout in $0)" >&2; exit 2; }
+done
+
+features_of() {
+    case $1 in
+        grcnn) echo mgd,logmel ;;
+        grcnn-mgd) echo mgd ;;
+        grcnn-logmel) echo logmel ;;
+        vgg10) echo fbank ;;
+        lcnn) echo lfcc ;;
+        *) echo "error: unknown model $1" >&2; exit 2 ;;
+    esac
+}
+FEATURES=$(for m in $MODELS; do features_of "$m" | tr , '\n'; done | awk '!seen[$0]++' | paste -sd, -)
+STORE=$WORK/store.zarr
+mkdir -p "$WORK/runs" "$WORK/results"
+
+echo "== features ($FEATURES) -> $STORE"
+featstore build --manifest "$PROTOCOLS" --audio-root "$DATA" --out "$STORE" \
+    --features "$FEATURES" --jobs "$JOBS"
+featstore info "$STORE"
+
+for model in $MODELS; do
+    run=$WORK/runs/$model
+    echo "== train $model -> $run"
+    fit=(trainer fit "$STORE" --model "$model" --out "$run" --device "$DEVICE"
+        --workers "$WORKERS")
+    [[ -n $EPOCHS ]] && fit+=(--epochs "$EPOCHS")
+    [[ -f $run/last.pt ]] && fit+=(--resume)
+    # shellcheck disable=SC2206  # FIT_ARGS is split into options on purpose
+    fit+=($FIT_ARGS)
+    "${fit[@]}"
+
+    for split in dev eval; do
+        echo "== score $model on $split"
+        trainer score --run "$run" --split "$split" --device "$DEVICE"
+        trainer metrics "$run/scores_$split.txt" --json "$WORK/results/${model}_$split.json" \
+            --det "$WORK/results/${model}_${split}_det.png"
+    done
+done

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# ASVspoof 2019 LA: features -> GRCNN (paper configuration) + VGG10/fbank and LCNN/lfcc
+# baselines -> dev and eval scores -> EER, min t-DCF (organisers' ASV scores), DET plots.
+#
+# Expected layout (the extracted LA.zip of the ASVspoof 2019 database):
+#   $DATA/LA/ASVspoof2019_LA_train/flac/LA_T_*.flac
+#   $DATA/LA/ASVspoof2019_LA_dev/flac/LA_D_*.flac
+#   $DATA/LA/ASVspoof2019_LA_eval/flac/LA_E_*.flac
+#   $DATA/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt
+#   $DATA/LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt
+#
+# Every step is resumable: re-running skips a complete store, continues an interrupted
+# training from its last epoch and rewrites the scores and metrics.
+set -euo pipefail
+
+usage() {
+    cat <<EOF
+usage: $(basename "$0") [-h] DATA
+
+Run the ASVspoof 2019 LA recipe on the database extracted under DATA (DATA/LA/...).
+
+Environment variables (defaults in brackets):
+  WORK       output directory [work/asvspoof2019_la]
+  MODELS     models to train, space-separated [grcnn vgg10 lcnn]
+  JOBS       feature-extraction processes [number of CPUs]
+  DEVICE     training/scoring device: auto, cpu, cuda, cuda:N [auto]
+  WORKERS    DataLoader workers [4]
+  EPOCHS     training epochs [the trainer's default for each model]
+  FORMAT     store format: zarr or hdf5 [zarr]
+  FIT_ARGS   extra 'trainer fit' options, e.g. "--batch-size 64 --patience 5" []
+
+Outputs: WORK/store.zarr, WORK/runs/MODEL/{best.pt,metrics.csv,scores_{dev,eval}.txt},
+WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
+EOF
+}
+
+if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+    usage
+    [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
+    exit 2
+fi
+
+DATA=$1
+LA=$DATA/LA
+WORK=${WORK:-work/asvspoof2019_la}
+MODELS=${MODELS:-grcnn vgg10 lcnn}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-4}
+EPOCHS=${EPOCHS:-}
+FORMAT=${FORMAT:-zarr}
+FIT_ARGS=${FIT_ARGS:-}
+
+PROTOCOLS=$LA/ASVspoof2019_LA_cm_protocols
+ASV_DEV=$LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt
+ASV_EVAL=$LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt
+
+for d in "$PROTOCOLS" "$LA/ASVspoof2019_LA_train/flac" "$LA/ASVspoof2019_LA_dev/flac" \
+    "$LA/ASVspoof2019_LA_eval/flac"; do
+    [[ -d $d ]] || { echo "error: $d not found (see the layout in $0)" >&2; exit 2; }
+done
+
+# The store features each model reads.
+features_of() {
+    case $1 in
+        grcnn) echo mgd,logmel ;;
+        grcnn-mgd) echo mgd ;;
+        grcnn-logmel) echo logmel ;;
+        vgg10) echo fbank ;;
+        lcnn) echo lfcc ;;
+        *) echo "error: unknown model $1" >&2; exit 2 ;;
+    esac
+}
+FEATURES=$(for m in $MODELS; do features_of "$m" | tr , '\n'; done | awk '!seen[$0]++' | paste -sd, -)
+
+if [[ $FORMAT == hdf5 ]]; then STORE=$WORK/store.h5; else STORE=$WORK/store.zarr; fi
+mkdir -p "$WORK/runs" "$WORK/results"
+
+echo "== features ($FEATURES) -> $STORE"
+featstore build --manifest "$PROTOCOLS" --audio-root "$LA" --out "$STORE" \
+    --features "$FEATURES" --jobs "$JOBS"
+featstore info "$STORE"
+
+for model in $MODELS; do
+    run=$WORK/runs/$model
+    echo "== train $model -> $run"
+    fit=(trainer fit "$STORE" --model "$model" --out "$run" --device "$DEVICE"
+        --workers "$WORKERS")
+    [[ -n $EPOCHS ]] && fit+=(--epochs "$EPOCHS")
+    [[ -f $run/last.pt ]] && fit+=(--resume)
+    # shellcheck disable=SC2206  # FIT_ARGS is split into options on purpose
+    fit+=($FIT_ARGS)
+    "${fit[@]}"
+
+    for split in dev eval; do
+        echo "== score $model on $split"
+        trainer score --run "$run" --split "$split" --device "$DEVICE"
+    done
+
+    echo "== metrics $model"
+    asv_dev=(); asv_eval=()
+    [[ -f $ASV_DEV ]] && asv_dev=(--asv-scores "$ASV_DEV")
+    [[ -f $ASV_EVAL ]] && asv_eval=(--asv-scores "$ASV_EVAL")
+    trainer metrics "$run/scores_dev.txt" ${asv_dev[@]+"${asv_dev[@]}"} \
+        --json "$WORK/results/${model}_dev.json"
+    trainer metrics "$run/scores_eval.txt" ${asv_eval[@]+"${asv_eval[@]}"} \
+        --json "$WORK/results/${model}_eval.json" --det "$WORK/results/${model}_eval_det.png"
+done
+
+echo "== all models on eval"
+evals=()
+for model in $MODELS; do evals+=("$WORK/runs/$model/scores_eval.txt"); done
+asv=(); [[ -f $ASV_EVAL ]] && asv=(--asv-scores "$ASV_EVAL")
+trainer metrics "${evals[@]}" ${asv[@]+"${asv[@]}"} --json "$WORK/results/all_eval.json" \
+    --det "$WORK/results/all_eval_det.png"

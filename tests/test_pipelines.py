@@ -1,0 +1,263 @@
+"""The recipes (pipelines/*.sh) and the demo driver (pipelines/demo.py).
+
+The recipes are checked statically: ``bash -n``, usage/exit codes, and every ``featstore`` /
+``trainer`` subcommand and option they use exists in the CLI (``--help``). The ASVspoof 2019
+recipe also runs end to end on a tiny synthetic corpus in the official layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines import demo
+from pipelines import demo_corpus as dc
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "pipelines").glob("*.sh"))
+BASH = shutil.which("bash")
+COMMAND = re.compile(r"\b(featstore|trainer) (build|info|verify|features|fit|score|metrics)\b")
+OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+ARRAY = re.compile(r"\b(\w+)\+?=\(([^()]*)\)")
+EXPANSION = re.compile(r"\$\{(\w+)\[@\]")
+
+pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
+
+
+def test_the_three_recipes_exist_and_are_executable() -> None:
+    names = {p.name for p in RECIPES}
+    assert {"asvspoof2019_la.sh", "asvspoof2021_la_df.sh", "asvspoof2017.sh"} <= names
+    for path in RECIPES:
+        assert os.access(path, os.X_OK), path
+        text = path.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in text
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_is_valid_bash(recipe: Path) -> None:
+    proc = subprocess.run([BASH, "-n", str(recipe)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_usage_and_missing_data(recipe: Path, tmp_path: Path) -> None:
+    ok = subprocess.run([BASH, str(recipe), "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "usage:" in ok.stdout
+    bad = subprocess.run([BASH, str(recipe)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage:" in bad.stdout
+    missing = subprocess.run(
+        [BASH, str(recipe), str(tmp_path / "nowhere")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "error:" in missing.stderr and "not found" in missing.stderr
+
+
+def _help(tool: str, command: str) -> str:
+    if tool == "featstore":
+        from featstore.cli import cli
+    else:
+        from trainer.cli import cli
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, f"`{tool} {command}` does not exist: {result.output}"
+    return result.output
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with continuations joined and comment lines dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [line for line in joined.splitlines() if not line.lstrip().startswith("#")]
+
+
+def commands_and_options(text: str) -> dict[tuple[str, str], set[str]]:
+    """Which ``--options`` the script passes to which ``featstore``/``trainer`` command.
+
+    Options in a bash array (``asv=(--asv-scores F)``, ``fit+=(--resume)``) belong to the
+    command the array is expanded in, or to the command the array starts with.
+    """
+    script = "\n".join(_logical_lines(text))
+    arrays: dict[str, set[str]] = {}
+    array_command: dict[str, tuple[str, str]] = {}
+    for name, body in ARRAY.findall(script):  # arrays may span lines
+        arrays.setdefault(name, set()).update(OPTION.findall(body))
+        m = COMMAND.search(body)
+        if m:
+            array_command[name] = (m.group(1), m.group(2))
+    used: dict[tuple[str, str], set[str]] = {}
+    for name, command in array_command.items():
+        used.setdefault(command, set()).update(arrays.get(name, ()))
+    for line in ARRAY.sub(" ", script).splitlines():
+        m = COMMAND.search(line)
+        if not m:
+            continue
+        options = used.setdefault((m.group(1), m.group(2)), set())
+        options.update(OPTION.findall(line[m.end() :]))
+        for name in EXPANSION.findall(line):
+            if name not in array_command:
+                options.update(arrays.get(name, ()))
+    return used
+
+
+def test_option_extraction_on_a_sample() -> None:
+    sample = """
+# trainer fit --not-this
+x=(--asv-scores F)
+fit=(trainer fit S --model m
+    --workers 2)
+fit+=(--resume)
+"${fit[@]}"
+trainer metrics a.txt ${x[@]+"${x[@]}"} \\
+    --json j
+"""
+    assert commands_and_options(sample) == {
+        ("trainer", "fit"): {"--model", "--workers", "--resume"},
+        ("trainer", "metrics"): {"--asv-scores", "--json"},
+    }
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_uses_only_existing_commands_and_options(recipe: Path) -> None:
+    used = commands_and_options(recipe.read_text())
+    assert ("featstore", "build") in used and ("trainer", "fit") in used
+    assert ("trainer", "score") in used and ("trainer", "metrics") in used
+    for (tool, command), options in used.items():
+        text = _help(tool, command)
+        for option in options:
+            assert re.search(rf"(?<![\w-]){re.escape(option)}\b", text), (
+                f"{recipe.name}: `{tool} {command}` has no option {option}"
+            )
+
+
+@pytest.mark.slow
+def test_asvspoof2019_recipe_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
+    """The 2019 LA recipe end to end (LCNN, one epoch) on the synthetic corpus, which has
+    the official layout; ASV scores are absent, so no t-DCF."""
+    la = tmp_path / "data" / "LA"
+    config = dc.CorpusConfig(seed=2, n_train=8, n_dev=4, n_eval=6, max_duration=1.5)
+    dc.generate(la, config)
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "WORK": str(tmp_path / "work"),
+        "MODELS": "lcnn",
+        "EPOCHS": "1",
+        "JOBS": "1",
+        "WORKERS": "0",
+        "DEVICE": "cpu",
+        "FIT_ARGS": "--batch-size 4 --quiet",
+    }
+    if not (Path(bindir) / "featstore").exists():
+        pytest.skip("the featstore/trainer console scripts are not installed")
+    proc = subprocess.run(
+        [BASH, str(REPO / "pipelines" / "asvspoof2019_la.sh"), str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "work" / "runs" / "lcnn"
+    for split in ("dev", "eval"):
+        lines = (run / f"scores_{split}.txt").read_text().splitlines()
+        assert len(lines) == config.size(split)
+        assert all(len(line.split()) == 6 for line in lines)
+    assert (tmp_path / "work" / "results" / "lcnn_eval.json").is_file()
+    assert (tmp_path / "work" / "results" / "lcnn_eval_det.png").is_file()
+
+
+# --- the demo driver --------------------------------------------------------------------------
+
+
+def test_demo_shows_commands_as_users_type_them() -> None:
+    argv = [sys.executable, "-m", "trainer", "fit", "s.zarr", "--out", "a b"]
+    assert demo._display(argv) == "trainer fit s.zarr --out 'a b'"
+    argv = [sys.executable, "-m", "pipelines.demo_corpus", "--out", "x"]
+    assert demo._display(argv) == "python -m pipelines.demo_corpus --out x"
+
+
+def test_demo_stops_gracefully_at_an_unavailable_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[str] = []
+
+    def ok(cfg: demo.DemoConfig) -> float:
+        calls.append("corpus")
+        return 0.5
+
+    def unavailable(cfg: demo.DemoConfig) -> float:
+        raise demo.StageUnavailable("`trainer fit` is not available yet in this checkout")
+
+    def never(cfg: demo.DemoConfig) -> float:
+        calls.append("never")
+        return 0.0
+
+    stages = (("corpus", ok), ("fit", unavailable), ("score", never))
+    monkeypatch.setattr(demo, "STAGES", stages)
+    assert demo.run_demo(demo.DemoConfig(out=tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert calls == ["corpus"]
+    assert "stage 'fit' not available yet" in out and "demo summary" in out
+
+
+def test_demo_reports_a_failed_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(cfg: demo.DemoConfig) -> float:
+        return demo.run_command([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(demo, "STAGES", (("fit", failing),))
+    assert demo.run_demo(demo.DemoConfig(out=tmp_path)) == 1
+    assert "exited with code 3" in capsys.readouterr().err
+
+
+def test_demo_model_features_come_from_the_registry() -> None:
+    pytest.importorskip("trainer.models")
+    assert demo.model_features("grcnn") == ("mgd", "logmel")
+    with pytest.raises(demo.StageUnavailable):
+        demo.model_features("no-such-model")
+
+
+def test_demo_summary_reads_the_metrics_json(tmp_path: Path) -> None:
+    (tmp_path / "metrics_eval.json").write_text(
+        '{"eer": 0.125, "per_attack": {"A04": {"eer": 0.1}, "A05": {"eer": 0.2}}}'
+    )
+    text = demo.summary(demo.DemoConfig(out=tmp_path), {"corpus": 1.0, "fit": 2.0})
+    assert "12.50 %" in text and "A05: 20.00 %" in text and "total" in text
+
+
+def test_demo_stages_use_existing_commands_and_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command the demo runs exists with every option it passes (checked against
+    ``--help``, without running anything)."""
+    pytest.importorskip("trainer.models")
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo, "run_command", lambda argv, **kw: seen.append(list(argv)) or 0.0)
+    cfg = demo.DemoConfig(out=tmp_path, threads=1, extra_fit_args=("--balance",))
+    for name, stage in demo.STAGES:
+        if name != "curves":
+            stage(cfg)
+    assert [argv[2] for argv in seen] == [
+        "pipelines.demo_corpus",
+        "featstore",
+        "trainer",
+        "trainer",
+        "trainer",
+    ]
+    for argv in seen[1:]:
+        tool, command = str(argv[2]), str(argv[3])
+        text = _help(tool, command)
+        for option in (str(a) for a in argv[4:] if str(a).startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(option)}\b", text), (tool, command, option)
+    corpus_options = {str(a) for a in seen[0] if str(a).startswith("--")}
+    known = {o for a in dc.build_parser()._actions for o in a.option_strings}
+    assert corpus_options <= known
