@@ -133,7 +133,10 @@ def test_trainer_fit_on_the_s3_store_with_a_cache(s3, s3_store, tmp_path, monkey
 
     from trainer.cli import main
 
-    monkeypatch.delenv(CACHE_ENV, raising=False)
+    # setenv first so monkeypatch records the variable and removes what `fit --cache-dir`
+    # exports into this process at teardown (a plain delenv of an unset name records nothing)
+    monkeypatch.setenv(CACHE_ENV, "")
+    monkeypatch.delenv(CACHE_ENV)
     (tmp_path / "small.toml").write_text(
         "model_kwargs = { n_bins = 32, embedding_size = 32, eval_window = 32 }\n"
     )
