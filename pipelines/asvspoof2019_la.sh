@@ -60,18 +60,10 @@ for d in "$PROTOCOLS" "$LA/ASVspoof2019_LA_train/flac" "$LA/ASVspoof2019_LA_dev/
     [[ -d $d ]] || { echo "error: $d not found (see the layout in $0)" >&2; exit 2; }
 done
 
-# The store features each model reads.
-features_of() {
-    case $1 in
-        grcnn) echo mgd,logmel ;;
-        grcnn-mgd) echo mgd ;;
-        grcnn-logmel) echo logmel ;;
-        vgg10) echo fbank ;;
-        lcnn) echo lfcc ;;
-        *) echo "error: unknown model $1" >&2; exit 2 ;;
-    esac
-}
-FEATURES=$(for m in $MODELS; do features_of "$m" | tr , '\n'; done | awk '!seen[$0]++' | paste -sd, -)
+# shellcheck source=pipelines/recipe_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
+# shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
+FEATURES=$(features_for $MODELS)
 
 if [[ $FORMAT == hdf5 ]]; then STORE=$WORK/store.h5; else STORE=$WORK/store.zarr; fi
 mkdir -p "$WORK/runs" "$WORK/results"
@@ -84,13 +76,7 @@ featstore info "$STORE"
 for model in $MODELS; do
     run=$WORK/runs/$model
     echo "== train $model -> $run"
-    fit=(trainer fit "$STORE" --model "$model" --out "$run" --device "$DEVICE"
-        --workers "$WORKERS")
-    [[ -n $EPOCHS ]] && fit+=(--epochs "$EPOCHS")
-    [[ -f $run/last.pt ]] && fit+=(--resume)
-    # shellcheck disable=SC2206  # FIT_ARGS is split into options on purpose
-    fit+=($FIT_ARGS)
-    "${fit[@]}"
+    fit_model "$STORE" "$model" "$run"
 
     for split in dev eval; do
         echo "== score $model on $split"

@@ -68,17 +68,10 @@ for track in $TRACKS; do
     done
 done
 
-features_of() {
-    case $1 in
-        grcnn) echo mgd,logmel ;;
-        grcnn-mgd) echo mgd ;;
-        grcnn-logmel) echo logmel ;;
-        vgg10) echo fbank ;;
-        lcnn) echo lfcc ;;
-        *) echo "error: unknown model $1" >&2; exit 2 ;;
-    esac
-}
-FEATURES=$(for m in $MODELS; do features_of "$m" | tr , '\n'; done | awk '!seen[$0]++' | paste -sd, -)
+# shellcheck source=pipelines/recipe_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
+# shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
+FEATURES=$(features_for $MODELS)
 mkdir -p "$WORK/runs" "$WORK/results" "$WORK/keys"
 
 # Training store: 2019 train and dev only (the 2019 eval protocol is left out).
@@ -102,13 +95,7 @@ done
 for model in $MODELS; do
     run=$WORK/runs/$model
     echo "== train $model -> $run"
-    fit=(trainer fit "$WORK/train.zarr" --model "$model" --out "$run" --device "$DEVICE"
-        --workers "$WORKERS")
-    [[ -n $EPOCHS ]] && fit+=(--epochs "$EPOCHS")
-    [[ -f $run/last.pt ]] && fit+=(--resume)
-    # shellcheck disable=SC2206  # FIT_ARGS is split into options on purpose
-    fit+=($FIT_ARGS)
-    "${fit[@]}"
+    fit_model "$WORK/train.zarr" "$model" "$run"
 
     for track in $TRACKS; do
         scores=$run/scores_${track}_eval.txt
