@@ -147,6 +147,7 @@ def test_killed_worker_loses_and_duplicates_nothing(corpus, local_store, cluster
     flags = tmp_path / "flags"
     flags.mkdir()
     client = distributed.Client(cluster, set_as_default=False)
+    client.wait_for_workers(2, timeout=120)
     client.register_plugin(KillOnExecute(str(flags), nth=3), name="kill-once")
     try:
         out = tmp_path / "dask.zarr"
@@ -167,6 +168,9 @@ def test_task_that_kills_every_worker_fails_then_rerun_resumes(
     flags.mkdir()
     out = tmp_path / "dask.zarr"
     client = distributed.Client(cluster, set_as_default=False)
+    # both workers up (the previous test killed one; its nanny may still be restarting it),
+    # so the build plans its batches for two workers and reaches the 5th task
+    client.wait_for_workers(2, timeout=120)
     client.register_plugin(KillOnExecute(str(flags), nth=5, every_time=True), name="kill-all")
     try:
         with pytest.raises(distributed.KilledWorker):
