@@ -181,8 +181,8 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
     if sr != target_sr:
         signal = resample(signal, sr, target_sr)
         notes.append(f"resampled {sr}->{target_sr}")
-    outside = int(np.count_nonzero((signal < -1.0) | (signal > _TOP)))
-    if outside:
+    if signal.size and (signal.min() < -1.0 or signal.max() > _TOP):  # two passes, no copy
+        outside = int(np.count_nonzero((signal < -1.0) | (signal > _TOP)))
         signal = np.clip(signal, -1.0, _TOP)
         notes.append(f"clipped {outside} samples into [-1, 1)")
     return Audio(

@@ -306,6 +306,7 @@ class _Task:
 
 def _extract_one(task: _Task, specs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     from featstore.audio import load_audio
+    from featstore.store.statistics import column_moments
 
     if task.error is not None:
         return {"index": task.index, "status": "quarantined", "reason": task.error}
@@ -338,13 +339,14 @@ def _extract_one(task: _Task, specs: Sequence[tuple[str, dict[str, Any]]]) -> di
                 f"too short: {x.size} samples ({seconds:.4f} s) is less than one {name} frame "
                 f"({params['win_length']} samples)"
             )
-        if not np.isfinite(y).all():
-            return bad(f"{name}: {int(np.count_nonzero(~np.isfinite(y)))} non-finite values")
         y = np.ascontiguousarray(y)
+        # float64 sums of float32 values cannot overflow: they are finite iff every value is
+        moments = column_moments(y)
+        if not np.isfinite(moments[1]).all():
+            return bad(f"{name}: {int(np.count_nonzero(~np.isfinite(y)))} non-finite values")
         feats[name] = y
         digests[name] = hashlib.sha256(memoryview(y).cast("B")).hexdigest()
-        y64 = y.astype(np.float64)
-        sums[name] = (y64.sum(axis=0), np.einsum("ij,ij->j", y64, y64))
+        sums[name] = moments
     return {
         "index": task.index,
         "status": "ok",

@@ -48,10 +48,12 @@ def as_float_signal(signal: npt.ArrayLike) -> np.ndarray:
         bits = 8 * x.dtype.itemsize
         x = x.astype(np.float64) / 2.0 ** (bits - 1)
     elif x.dtype.kind in "fb":
-        x = x.astype(np.float64)
+        x = x.astype(np.float64, copy=False)
     else:
         raise ValueError(f"signal must hold real numbers, got dtype {x.dtype}")
-    if not np.isfinite(x).all():
+    # the sum of finite samples in [-1, 1) is finite, and a NaN or infinity makes it
+    # non-finite: one pass without a temporary in the common case
+    if not np.isfinite(np.add.reduce(x)) and not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
         kind = "NaN" if np.isnan(x[bad[0]]) else "infinite"
         raise ValueError(

@@ -203,7 +203,7 @@ def test_stft_frames_are_windowed_and_zero_padded():
     np.testing.assert_allclose(spec[2], np.fft.rfft(x[320:720] * w, 1024), atol=1e-10)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1024])
+@pytest.mark.parametrize("chunk", [1, 7, 32, 1024])
 def test_chunked_pipeline_equals_stft_then_filterbank(chunk):
     x = speechlike(5000, seed=4)
     bank = mel_filterbank(64, 0.0, 8000.0, 2048)

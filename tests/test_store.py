@@ -13,6 +13,9 @@ import pytest
 import soundfile as sf
 import zarr
 from corpus_fixture import make_corpus
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import featstore
 from featstore.errors import StoreError
@@ -21,6 +24,7 @@ from featstore.store import FrameArray, open_store
 from featstore.store.frame_array import Segment, merge_runs
 from featstore.store.hdf5_backend import Hdf5Source
 from featstore.store.inspect import store_info, verify_store
+from featstore.store.statistics import column_moments
 
 SMALL = {"chunk_frames": 32, "shard_frames": 128}  # many shards and chunks per split
 
@@ -347,3 +351,27 @@ def test_verify_finds_truncated_shard_and_bad_index(store_path: Path, tmp_path: 
     assert "dev/logmel: frame array unreadable" in problems
     assert "train/mgd: offsets not contiguous" in problems
     assert "train/mgd: index totals" in problems
+
+
+@settings(max_examples=40)
+@given(
+    rows=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
+        elements=st.floats(-1e6, 1e6, width=32),
+    )
+)
+def test_column_moments_equal_float64_sums(rows: np.ndarray) -> None:
+    sums, squares = column_moments(rows)
+    y = rows.astype(np.float64)
+    np.testing.assert_allclose(sums, y.sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(squares, (y * y).sum(axis=0), rtol=1e-12)
+    assert sums.dtype == squares.dtype == np.float64
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_column_moments_flag_non_finite_values(bad: float) -> None:
+    rows = np.ones((5, 3), dtype=np.float32)
+    rows[2, 1] = bad
+    _, squares = column_moments(rows)
+    assert np.isfinite(squares).tolist() == [True, False, True]
