@@ -29,7 +29,7 @@ import sys
 import time
 import tomllib
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,19 +374,28 @@ def _extract_batch(
 class _ShardBuffer:
     """The current, partly filled shard of one feature (rows from ``start``, a shard boundary).
 
-    Rows are copied once into a preallocated shard-sized buffer; :meth:`add` yields the
-    buffer each time it is full, to be written before the generator continues.
+    Rows are copied once into one of two preallocated shard-sized buffers. A full buffer is
+    handed to :meth:`add`'s ``write`` callback, which may write it in the background and
+    returns a future; filling continues in the other buffer, and a buffer is refilled only
+    after the write that holds it has completed (so disk writes and ``fsync`` overlap with
+    receiving the next results, and no shard-sized array is allocated per shard).
     """
 
     def __init__(self, start: int, prefix: np.ndarray, n_bins: int, size: int):
         self.start = start
         self.size = size
-        self.buf = np.empty((size, n_bins), dtype=DTYPE)
+        self.bufs = [np.empty((size, n_bins), dtype=DTYPE), None]
+        self.busy: list[Any] = [None, None]  # the write future holding each buffer
+        self.current = 0
         self.fill = len(prefix)
         self.buf[: self.fill] = prefix
 
-    def add(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Append ``rows``; yield ``(start_row, shard)`` for every shard completed."""
+    @property
+    def buf(self) -> np.ndarray:
+        return self.bufs[self.current]
+
+    def add(self, rows: np.ndarray, write: Any) -> None:
+        """Append ``rows``; call ``write(start_row, shard)`` (-> future) per shard completed."""
         pos = 0
         while pos < len(rows):
             take = min(self.size - self.fill, len(rows) - pos)
@@ -394,13 +403,63 @@ class _ShardBuffer:
             self.fill += take
             pos += take
             if self.fill == self.size:
-                yield self.start, self.buf
+                self.busy[self.current] = write(self.start, self.buf)
                 self.start += self.size
                 self.fill = 0
+                self._switch()
+
+    def _switch(self) -> None:
+        self.current ^= 1
+        pending = self.busy[self.current]
+        if pending is not None:
+            pending.result()  # the buffer is free again once its write is done
+            self.busy[self.current] = None
+        if self.bufs[self.current] is None:
+            self.bufs[self.current] = np.empty_like(self.bufs[self.current ^ 1])
 
     def rest(self) -> tuple[int, np.ndarray]:
         """The rows of the split's last, partial shard."""
         return self.start, self.buf[: self.fill]
+
+
+class _ShardWrites:
+    """Shard writes of one split, run in order by one background thread.
+
+    ``durable[f]`` is the number of rows of feature ``f`` known to be written; :meth:`poll`
+    advances it as writes complete (and re-raises a failed write's error).
+    """
+
+    def __init__(self, sinks: Mapping[str, Any], durable: dict[str, int]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sinks = sinks
+        self.durable = durable
+        self.pending: deque = deque()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer")
+
+    def submitter(self, feature: str) -> Any:
+        """The ``write`` callback for :meth:`_ShardBuffer.add` of ``feature``."""
+
+        def write(start: int, shard: np.ndarray) -> Any:
+            future = self.pool.submit(self.sinks[feature].write, start, shard)
+            self.pending.append((future, feature, start + len(shard)))
+            return future
+
+        return write
+
+    def poll(self, wait: bool = False) -> None:
+        """Record completed writes in ``durable`` (all of them with ``wait``)."""
+        while self.pending and (wait or self.pending[0][0].done()):
+            future, feature, end = self.pending.popleft()
+            future.result()
+            self.durable[feature] = end
+
+    def close(self) -> None:
+        """Wait for every write still running; stop the thread."""
+        try:
+            self.poll(wait=True)
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def _versions(fmt: str) -> dict[str, str]:
@@ -480,6 +539,7 @@ class _Builder:
         cfg, writer = self.cfg, self.writer
         size = cfg.shard_frames
         journal = SplitJournal(writer.state_dir, split, fsync=cfg.fsync)
+        writes: _ShardWrites | None = None
         try:
             progress, records = journal.load()
             if progress and progress.get("done"):
@@ -517,6 +577,7 @@ class _Builder:
                 sink.truncate(ends[f])
                 sinks[f], buffers[f] = sink, _ShardBuffer(base, prefix, rec["n_bins"], size)
             durable = dict(ends)
+            writes = _ShardWrites(sinks, durable)
             state = {
                 "committed": done,
                 "journal_bytes": progress["journal_bytes"] if progress else 0,
@@ -525,6 +586,7 @@ class _Builder:
             pending: deque = deque()
 
             def commit() -> None:
+                writes.poll()
                 advanced = False
                 while pending and all(pending[0][1][f] <= durable[f] for f in durable):
                     pos, frame_ends, sums = pending.popleft()
@@ -580,9 +642,7 @@ class _Builder:
                         for f in self.features:
                             rows = res["feats"][f]
                             ends[f] += len(rows)
-                            for start, shard in buffers[f].add(rows):
-                                sinks[f].write(start, shard)
-                                durable[f] = start + len(shard)
+                            buffers[f].add(rows, writes.submitter(f))
                         sums = res["sums"]
                         summary.written[split] += 1
                         self.audio_seconds += res["duration"]
@@ -596,6 +656,7 @@ class _Builder:
                     f"{self.audio_seconds / elapsed:.0f}x real time",
                     refresh=False,
                 )
+            writes.close()
             for f in self.features:
                 start, rows = buffers[f].rest()
                 if len(rows):
@@ -609,6 +670,8 @@ class _Builder:
             journal.commit({**state, "done": True, "record": record, "quarantine": quarantine})
             return record, quarantine
         finally:
+            if writes is not None:  # on errors too: no write may outlive the build call
+                writes.pool.shutdown(wait=True, cancel_futures=True)
             journal.close()
 
     def _finish_split(
@@ -929,58 +992,60 @@ def build(
         }
         write_json_atomic(build_json, previous, fsync=cfg.fsync)
     lock = _lock_build(writer.state_dir, out_path)
-    writer.open(base_meta)
+    try:  # released on errors too, not whenever a traceback holding it is collected
+        writer.open(base_meta)
 
-    builder = _Builder(cfg, writer, fmt, quiet)
-    # workers of a remote Dask cluster do not share our working directory
-    locate = _locator(os.path.abspath(audio_root) if scheduler else audio_root)
-    split_records: dict[str, Any] = {}
-    quarantine: list[list[str]] = []
-    from joblib import Parallel
-    from tqdm import tqdm
+        builder = _Builder(cfg, writer, fmt, quiet)
+        # workers of a remote Dask cluster do not share our working directory
+        locate = _locator(os.path.abspath(audio_root) if scheduler else audio_root)
+        split_records: dict[str, Any] = {}
+        quarantine: list[list[str]] = []
+        from joblib import Parallel
+        from tqdm import tqdm
 
-    total = sum(len(v) for v in plan.values())
-    from featstore.parallel import parallel_backend
+        total = sum(len(v) for v in plan.values())
+        from featstore.parallel import parallel_backend
 
-    with (
-        parallel_backend(backend, cfg.jobs, scheduler),
-        tqdm(
-            total=total,
-            unit="utt",
-            desc="featstore build",
-            disable=quiet,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            mininterval=0.5,
-        ) as bar,
-        Parallel(
-            n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
-        ) as parallel,
-    ):
-        for split, utts in plan.items():
-            record, q = builder.split(split, utts, locate, parallel, bar, summary)
-            split_records[split] = record
-            quarantine.extend(q)
+        with (
+            parallel_backend(backend, cfg.jobs, scheduler),
+            tqdm(
+                total=total,
+                unit="utt",
+                desc="featstore build",
+                disable=quiet,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            ) as bar,
+            Parallel(
+                n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
+            ) as parallel,
+        ):
+            for split, utts in plan.items():
+                record, q = builder.split(split, utts, locate, parallel, bar, summary)
+                split_records[split] = record
+                quarantine.extend(q)
 
-    metadata = {
-        **base_meta,
-        "complete": True,
-        "config": cfg.fingerprint_record(fmt),
-        "features": builder.features,
-        "chunk_frames": cfg.chunk_frames,
-        "shard_frames": cfg.shard_frames,
-        "versions": _versions(fmt),
-        "created": previous["created"],
-        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
-        "splits": split_records,
-        "quarantine": quarantine,
-    }
-    writer.finish(metadata)
-    if writer.state_dir.is_dir():
-        import shutil
+        metadata = {
+            **base_meta,
+            "complete": True,
+            "config": cfg.fingerprint_record(fmt),
+            "features": builder.features,
+            "chunk_frames": cfg.chunk_frames,
+            "shard_frames": cfg.shard_frames,
+            "versions": _versions(fmt),
+            "created": previous["created"],
+            "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+            "splits": split_records,
+            "quarantine": quarantine,
+        }
+        writer.finish(metadata)
+        if writer.state_dir.is_dir():
+            import shutil
 
-        shutil.rmtree(writer.state_dir)
-    lock.close()
+            shutil.rmtree(writer.state_dir)
+    finally:
+        lock.close()
     summary.quarantine = [tuple(q) for q in quarantine]
     summary.audio_seconds = builder.audio_seconds
     summary.wall_seconds = time.perf_counter() - t0
