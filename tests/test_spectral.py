@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import librosa
 import numpy as np
 import pytest
@@ -100,12 +102,41 @@ def test_blackman_window_is_periodic_as_in_librosa():
     np.testing.assert_allclose(w, librosa.filters.get_window("blackman", 400), atol=1e-12)
 
 
-def test_mel_filterbank_is_librosa_slaney():
-    bank = mel_filterbank(256, 20.0, 8000.0, 1024)
-    ref = librosa.filters.mel(
-        sr=16000, n_fft=1024, n_mels=256, fmin=20, fmax=8000, htk=False, norm="slaney"
+@pytest.mark.parametrize(
+    ("n_mels", "fmin", "fmax", "n_fft"),
+    [
+        (256, 20.0, 8000.0, 1024),
+        (64, 0.0, 8000.0, 2048),
+        (40, 133.0, 6855.0, 512),
+        (8, 999.0, 1000.5, 4096),  # both sides of the 1 kHz linear/log knee
+        (3, 2500.0, 2600.0, 64),  # narrow bands: some filters are empty
+    ],
+)
+def test_mel_filterbank_is_librosa_slaney(n_mels, fmin, fmax, n_fft):
+    bank = mel_filterbank(n_mels, fmin, fmax, n_fft)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa warns about empty filters
+        ref = librosa.filters.mel(
+            sr=16000,
+            n_fft=n_fft,
+            n_mels=n_mels,
+            fmin=fmin,
+            fmax=fmax,
+            htk=False,
+            norm="slaney",
+            dtype=np.float64,
+        )
+    np.testing.assert_allclose(bank.weights, ref, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["boxcar", "hann", "hamming", "blackman", "bartlett"])
+@pytest.mark.parametrize("n", [1, 2, 3, 400, 401, 512])
+def test_windows_equal_scipy_periodic_windows(name, n):
+    import scipy.signal
+
+    np.testing.assert_allclose(
+        get_window(name, n), scipy.signal.get_window(name, n, fftbins=True), rtol=0, atol=1e-15
     )
-    np.testing.assert_allclose(bank.weights, ref, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("n", [0, 1, 399, 400, 559, 560, 16000, 16001])
