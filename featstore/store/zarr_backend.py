@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import StoreError
+from featstore.store.direct_io import write_new_file
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
 from featstore.store.layout import (
     DTYPE,
@@ -96,15 +97,7 @@ class ZarrSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"0.{uuid.uuid4().hex}.partial")
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(memoryview(payload).cast("B"))
-                if pad:
-                    fh.write(bytes(pad))
-                fh.write(index_bytes)
-                fh.write(crc)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            write_new_file(tmp, payload, bytes(pad) + index_bytes + crc, fsync=self.fsync)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
