@@ -412,14 +412,27 @@ class _ShardBuffer:
     receiving the next results, and no shard-sized array is allocated per shard).
     """
 
-    def __init__(self, start: int, prefix: np.ndarray, n_bins: int, size: int):
+    def __init__(
+        self, start: int, prefix: np.ndarray, n_bins: int, size: int, spare: list[np.ndarray]
+    ):
         self.start = start
         self.size = size
-        self.bufs = [aligned_empty((size, n_bins), DTYPE), None]  # aligned for O_DIRECT
+        self.shape = (size, n_bins)
+        self.spare = spare  # free buffers of this shape, shared by the splits of a build
+        self.bufs = [self._take(), None]
         self.busy: list[Any] = [None, None]  # the write future holding each buffer
         self.current = 0
         self.fill = len(prefix)
         self.buf[: self.fill] = prefix
+
+    def _take(self) -> np.ndarray:
+        # reusing buffers matters: first-touching a fresh 67 MB buffer cost ~0.2 s here
+        return self.spare.pop() if self.spare else aligned_empty(self.shape, DTYPE)
+
+    def release(self) -> None:
+        """Give both buffers back for the next split (call once no write holds them)."""
+        self.spare.extend(b for b in self.bufs if b is not None)
+        self.bufs = [None, None]
 
     @property
     def buf(self) -> np.ndarray:
@@ -446,7 +459,7 @@ class _ShardBuffer:
             pending.result()  # the buffer is free again once its write is done
             self.busy[self.current] = None
         if self.bufs[self.current] is None:
-            self.bufs[self.current] = aligned_empty(self.bufs[self.current ^ 1].shape, DTYPE)
+            self.bufs[self.current] = self._take()
 
     def rest(self) -> tuple[int, np.ndarray]:
         """The rows of the split's last, partial shard."""
@@ -565,6 +578,7 @@ class _Builder:
         )
         self.audio_seconds = 0.0
         self.t0 = time.perf_counter()
+        self.spare: dict[str, list[np.ndarray]] = {}  # shard buffers free for reuse
 
     # -- one split -------------------------------------------------------------------------
     def split(
@@ -609,7 +623,10 @@ class _Builder:
                 base = ends[f] // size * size
                 prefix = sink.read(base, ends[f])
                 sink.truncate(ends[f])
-                sinks[f], buffers[f] = sink, _ShardBuffer(base, prefix, rec["n_bins"], size)
+                sinks[f], buffers[f] = (
+                    sink,
+                    _ShardBuffer(base, prefix, rec["n_bins"], size, self.spare.setdefault(f, [])),
+                )
             durable = dict(ends)
             writes = _ShardWrites(sinks, durable)
             state = {
@@ -699,6 +716,7 @@ class _Builder:
                     sinks[f].write(start, rows)
                 sinks[f].finish(ends[f])
                 durable[f] = ends[f]
+                buffers[f].release()
             commit()
             if state["committed"] != len(utts):  # pragma: no cover - a bug
                 raise RuntimeError(f"{split}: committed {state['committed']} of {len(utts)}")
