@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -323,3 +324,41 @@ def test_featstore_build_attribute_stays_the_function() -> None:
     module = importlib.import_module("featstore.build")  # importing the submodule again
     assert featstore.build is module.build  # ... does not shadow the API function
     assert module.BuildConfig is BuildConfig
+
+
+def test_worker_memory_tuning_sets_glibc_thresholds_once(monkeypatch) -> None:
+    import ctypes
+
+    build_module = importlib.import_module("featstore.build")  # featstore.build is the function
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    build_module._keep_freed_memory.cache_clear()
+    try:
+        build_module._keep_freed_memory()
+        build_module._keep_freed_memory()  # once per process
+        assert calls == [(-3, 32 << 20), (-1, 512 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    finally:
+        build_module._keep_freed_memory.cache_clear()
+
+
+def test_worker_memory_tuning_is_a_no_op_without_mallopt(monkeypatch) -> None:
+    import ctypes
+
+    build_module = importlib.import_module("featstore.build")  # featstore.build is the function
+
+    def no_libc(name):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    build_module._keep_freed_memory.cache_clear()
+    try:
+        build_module._keep_freed_memory()  # no error
+    finally:
+        build_module._keep_freed_memory.cache_clear()
