@@ -387,10 +387,9 @@ def _keep_freed_memory() -> None:
     worker reuse its own warm pages. A no-op where ``mallopt`` is unavailable (not glibc).
     """
     import ctypes
-    import ctypes.util
 
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked with
     except (OSError, AttributeError):
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h> parameter numbers
