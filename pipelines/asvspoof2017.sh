@@ -32,20 +32,13 @@ WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
 EOF
 }
 
-if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
-    usage
-    [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
-    exit 2
-fi
+# shellcheck source=pipelines/recipe_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
+recipe_args "$@"
 
 DATA=$1
 WORK=${WORK:-work/asvspoof2017}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-4}
-EPOCHS=${EPOCHS:-}
-FIT_ARGS=${FIT_ARGS:-}
 
 PROTOCOLS=$DATA/protocol_V2
 for d in "$PROTOCOLS" "$DATA/ASVspoof2017_V2_train" "$DATA/ASVspoof2017_V2_dev" \
@@ -53,8 +46,6 @@ for d in "$PROTOCOLS" "$DATA/ASVspoof2017_V2_train" "$DATA/ASVspoof2017_V2_dev" 
     [[ -d $d ]] || { echo "error: $d not found (see the layout in $0)" >&2; exit 2; }
 done
 
-# shellcheck source=pipelines/recipe_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
 # shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
 FEATURES=$(features_for $MODELS)
 STORE=$WORK/store.zarr

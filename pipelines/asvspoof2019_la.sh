@@ -34,22 +34,15 @@ WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
 EOF
 }
 
-if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
-    usage
-    [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
-    exit 2
-fi
+# shellcheck source=pipelines/recipe_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
+recipe_args "$@"
 
 DATA=$1
 LA=$DATA/LA
 WORK=${WORK:-work/asvspoof2019_la}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-4}
-EPOCHS=${EPOCHS:-}
 FORMAT=${FORMAT:-zarr}
-FIT_ARGS=${FIT_ARGS:-}
 
 PROTOCOLS=$LA/ASVspoof2019_LA_cm_protocols
 ASV_DEV=$LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt
@@ -60,8 +53,6 @@ for d in "$PROTOCOLS" "$LA/ASVspoof2019_LA_train/flac" "$LA/ASVspoof2019_LA_dev/
     [[ -d $d ]] || { echo "error: $d not found (see the layout in $0)" >&2; exit 2; }
 done
 
-# shellcheck source=pipelines/recipe_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
 # shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
 FEATURES=$(features_for $MODELS)
 

@@ -40,22 +40,15 @@ WORK/runs/MODEL/scores_{LA,DF}_eval.txt, WORK/results/MODEL_{LA,DF}*.json and DE
 EOF
 }
 
-if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
-    usage
-    [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
-    exit 2
-fi
+# shellcheck source=pipelines/recipe_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
+recipe_args "$@"
 
 DATA=$1
 LA19=$DATA/LA
 WORK=${WORK:-work/asvspoof2021}
 TRACKS=${TRACKS:-LA DF}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-4}
-EPOCHS=${EPOCHS:-}
-FIT_ARGS=${FIT_ARGS:-}
 ASV_SCORES_LA=${ASV_SCORES_LA:-}
 
 PROTOCOLS=$LA19/ASVspoof2019_LA_cm_protocols
@@ -68,8 +61,6 @@ for track in $TRACKS; do
     done
 done
 
-# shellcheck source=pipelines/recipe_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/recipe_common.sh"
 # shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
 FEATURES=$(features_for $MODELS)
 mkdir -p "$WORK/runs" "$WORK/results" "$WORK/keys"

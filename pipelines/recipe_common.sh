@@ -1,6 +1,23 @@
-# Shared by the recipes in this folder (sourced, not run): which store features each model
-# reads, and how a model is trained resumably. Uses the recipes' DEVICE, WORKERS, EPOCHS and
-# FIT_ARGS settings.
+# Shared by the recipes in this folder (sourced, not run): the command-line check, the
+# settings every recipe takes from the environment, which store features each model reads,
+# and how a model is trained resumably.
+
+# recipe_args "$@": exactly one argument (the data directory); otherwise the recipe's usage
+# (its own `usage` function), exit 0 for -h/--help and 2 for anything else.
+recipe_args() {
+    if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+        usage
+        [[ $# -eq 1 && ($1 == -h || $1 == --help) ]] && exit 0
+        exit 2
+    fi
+}
+
+# Settings shared by every recipe (see each recipe's usage).
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-4}
+EPOCHS=${EPOCHS:-}
+FIT_ARGS=${FIT_ARGS:-}
 
 # The store features model $1 reads (comma-separated).
 features_of() {
