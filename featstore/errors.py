@@ -51,3 +51,11 @@ class StoreError(LocatedError):
 
 class FeatureError(SpoofstoreError, ValueError):
     """A feature name or parameter is unknown or out of range."""
+
+
+class ConfigError(FeatureError):
+    """A configuration value (CLI option, TOML field, feature or model parameter) is invalid.
+
+    Subclasses :class:`FeatureError` so that callers which caught feature-parameter errors
+    before this type existed keep working.
+    """
