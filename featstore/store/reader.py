@@ -24,7 +24,7 @@ from featstore.store.layout import (
 )
 
 
-def _source(location: str, fmt: str) -> Any:
+def _source(location: str, fmt: str, cache_dir: str | os.PathLike | None = None) -> Any:
     if fmt == "hdf5":
         from featstore.store.hdf5_backend import Hdf5Source
 
@@ -33,7 +33,7 @@ def _source(location: str, fmt: str) -> Any:
         return Hdf5Source(location)
     from featstore.store.zarr_backend import ZarrSource
 
-    return ZarrSource(location)
+    return ZarrSource(location, cache_dir)
 
 
 class Store:
@@ -60,11 +60,12 @@ class Store:
     (['dev', 'train'], (256, 257))
     """
 
-    def __init__(self, location: str | os.PathLike):
+    def __init__(self, location: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None):
         self.path = os.fspath(location)
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.format = detect_format(self.path)
         self._pid = os.getpid()
-        self._src = _source(self.path, self.format)
+        self._src = _source(self.path, self.format, self.cache_dir)
         self.metadata: dict[str, Any] = check_metadata(self._src.metadata(), self.path)
         self._src.close()
         self._arrays: dict[tuple[str, str], FrameArray] = {}
@@ -73,15 +74,15 @@ class Store:
 
     # -- pickling / fork safety ----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "cache_dir": self.cache_dir}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], cache_dir=state["cache_dir"])
 
     def _live(self) -> Any:
         if os.getpid() != self._pid:  # forked: drop handles inherited from the parent
             self._pid = os.getpid()
-            self._src = _source(self.path, self.format)
+            self._src = _source(self.path, self.format, self.cache_dir)
             self._arrays = {}
         return self._src
 
@@ -255,7 +256,12 @@ class Store:
         return str(self._split_record(split)["features"][feature]["sha256"])
 
 
-def open_store(path_or_url: str | os.PathLike, mode: str = "r") -> Store:
+def open_store(
+    path_or_url: str | os.PathLike,
+    mode: str = "r",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> Store:
     """Open a finished feature store for reading.
 
     Parameters
@@ -264,6 +270,9 @@ def open_store(path_or_url: str | os.PathLike, mode: str = "r") -> Store:
         A Zarr v3 directory, an ``.h5``/``.hdf5`` file, or an fsspec URL of a Zarr store.
     mode : {"r"}
         Stores are written only by :func:`featstore.build`.
+    cache_dir : str or os.PathLike, optional
+        For a remote Zarr store: read through a local copy under this directory, filled on
+        demand and memory-mapped (default: ``$SPOOFSTORE_CACHE_DIR`` if set, else direct reads).
 
     Returns
     -------
@@ -281,4 +290,4 @@ def open_store(path_or_url: str | os.PathLike, mode: str = "r") -> Store:
     """
     if mode != "r":
         raise ValueError(f"stores open read-only (mode='r'), got mode={mode!r}")
-    return Store(path_or_url)
+    return Store(path_or_url, cache_dir=cache_dir)

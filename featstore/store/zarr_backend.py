@@ -274,7 +274,7 @@ class ZarrWriter:
 class ZarrSource:
     """Read access to a Zarr v3 store: metadata, index columns, frame arrays."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, cache_dir: str | os.PathLike | None = None):
         from featstore.store.layout import is_remote, local_path
 
         self.location = location
@@ -285,7 +285,7 @@ class ZarrSource:
         if self.remote:
             from featstore.remote import StoreMirror, cache_dir_from_env
 
-            cache = cache_dir_from_env()  # --cache-dir / $SPOOFSTORE_CACHE_DIR
+            cache = cache_dir if cache_dir is not None else cache_dir_from_env()
             if cache is not None:  # read a local copy, filled on demand, memory-mapped
                 self._mirror = StoreMirror(location, cache)
                 self.path = self._mirror.open()
