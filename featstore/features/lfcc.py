@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
-from featstore.errors import FeatureError
+from featstore.errors import ConfigError
 from featstore.features.spectral import Filterbank, stft_filterbank
 from featstore.signal import SAMPLE_RATE, as_float_signal
 
@@ -69,7 +69,7 @@ def triangular_filterbank(n_filters: int, n_fft: int, sr: int = SAMPLE_RATE) -> 
            [0.  , 0.  , 0.5 , 0.75, 0.  ]])
     """
     if n_filters < 1:
-        raise FeatureError(f"n_filters must be positive, got {n_filters}")
+        raise ConfigError(f"n_filters must be positive, got {n_filters}")
     f = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
     edges = np.linspace(0.0, sr / 2, n_filters + 2)
     a, b, c = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -166,7 +166,7 @@ def lfcc(
     """
     with_deltas = deltas
     if not 1 <= n_ceps <= n_filters:
-        raise FeatureError(f"n_ceps must be in 1..n_filters ({n_filters}), got {n_ceps}")
+        raise ConfigError(f"n_ceps must be in 1..n_filters ({n_filters}), got {n_ceps}")
     n_out = n_ceps * (3 if with_deltas else 1)
     x = as_float_signal(signal)
     if preemphasis:

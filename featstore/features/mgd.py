@@ -37,7 +37,7 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from featstore.errors import FeatureError
+from featstore.errors import ConfigError
 from featstore.features.framing import num_frames
 from featstore.signal import as_float_signal
 
@@ -505,16 +505,16 @@ def _check_params(
     win_length: int, hop_length: int, n_fft: int, median_order: int, n_smooth: int
 ) -> None:
     if win_length < 1 or hop_length < 1:
-        raise FeatureError(
+        raise ConfigError(
             f"win_length and hop_length must be positive, got {win_length}, {hop_length}"
         )
     if n_fft < win_length:
-        raise FeatureError(f"n_fft ({n_fft}) must be at least win_length ({win_length})")
+        raise ConfigError(f"n_fft ({n_fft}) must be at least win_length ({win_length})")
     if median_order < 1:
-        raise FeatureError(f"median_order must be at least 1, got {median_order}")
+        raise ConfigError(f"median_order must be at least 1, got {median_order}")
     n_bins = n_fft // 2 + 1
     if not 1 <= n_smooth <= n_bins:
-        raise FeatureError(f"n_smooth must be in 1..{n_bins}, got {n_smooth}")
+        raise ConfigError(f"n_smooth must be in 1..{n_bins}, got {n_smooth}")
 
 
 def _as_signal(signal: Any) -> np.ndarray:
@@ -634,7 +634,7 @@ def mgd(
 
     Raises
     ------
-    FeatureError
+    ConfigError
         Out-of-range framing/smoothing parameters.
     ValueError
         The signal is not 1-D or holds NaN/inf samples.
@@ -681,7 +681,7 @@ def mgd_cep(
 
     Raises
     ------
-    FeatureError
+    ConfigError
         Out-of-range parameters.
     ValueError
         The signal is not 1-D or holds NaN/inf samples.
@@ -695,7 +695,7 @@ def mgd_cep(
     n_ceps = int(n_ceps)
     n_bins = int(n_fft) // 2 + 1
     if not 1 <= n_ceps < n_bins:
-        raise FeatureError(f"n_ceps must be in 1..{n_bins - 1}, got {n_ceps}")
+        raise ConfigError(f"n_ceps must be in 1..{n_bins - 1}, got {n_ceps}")
     values = _mgd_normalised(
         signal, rho, gamma, win_length, hop_length, n_fft, preemphasis, median_order, n_smooth
     )

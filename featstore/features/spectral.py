@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 
-from featstore.errors import FeatureError
+from featstore.errors import ConfigError
 from featstore.features.framing import frame_signal, num_frames
 from featstore.signal import SAMPLE_RATE, as_float_signal
 
@@ -218,7 +218,7 @@ def get_window(window: str, win_length: int) -> np.ndarray:
 
     Raises
     ------
-    FeatureError
+    ConfigError
         Unknown window name.
 
     Examples
@@ -234,7 +234,7 @@ def get_window(window: str, win_length: int) -> np.ndarray:
         try:
             w = scipy.signal.get_window(window, win_length, fftbins=True).astype(np.float64)
         except ValueError as exc:
-            raise FeatureError(f"unknown window {window!r}: {exc}") from None
+            raise ConfigError(f"unknown window {window!r}: {exc}") from None
     w.setflags(write=False)
     return w
 
@@ -261,11 +261,11 @@ def _periodic_cosine_window(coefs: tuple[float, ...], win_length: int) -> np.nda
 
 def _check_frame_params(n_fft: int, win_length: int, hop_length: int) -> None:
     if win_length <= 0 or hop_length <= 0:
-        raise FeatureError(
+        raise ConfigError(
             f"win_length and hop_length must be positive, got {win_length} and {hop_length}"
         )
     if n_fft < win_length:
-        raise FeatureError(f"n_fft ({n_fft}) must be at least win_length ({win_length})")
+        raise ConfigError(f"n_fft ({n_fft}) must be at least win_length ({win_length})")
 
 
 def stft(
@@ -401,7 +401,7 @@ def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int) -> Filterb
 
     Raises
     ------
-    FeatureError
+    ConfigError
         Band edges outside ``[0, 8000]`` or ``n_mels < 1``.
 
     Examples
@@ -410,9 +410,9 @@ def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int) -> Filterb
     (64, 1025)
     """
     if n_mels < 1:
-        raise FeatureError(f"n_mels must be positive, got {n_mels}")
+        raise ConfigError(f"n_mels must be positive, got {n_mels}")
     if not 0.0 <= fmin < fmax <= SAMPLE_RATE / 2:
-        raise FeatureError(
+        raise ConfigError(
             f"mel band edges must satisfy 0 <= fmin < fmax <= {SAMPLE_RATE // 2}, "
             f"got fmin={fmin}, fmax={fmax}"
         )
