@@ -6,7 +6,8 @@ Models are plain ``nn.Module`` s without I/O (the training loop owns devices)::
     model = build_model("grcnn")
     logits = model(mgd=x1, logmel=x2)        # each (B, n_frames, 256) -> (B, 2)
 
-See :mod:`trainer.models.registry` for the attributes every model carries.
+See :mod:`trainer.models.registry` for the attributes every model carries and
+:func:`register_model` to add one.
 """
 
 from __future__ import annotations
@@ -14,9 +15,19 @@ from __future__ import annotations
 from trainer.models.registry import (
     MODELS,
     CountermeasureModel,
+    ModelConfigError,
     ModelError,
     ModelSpec,
     build_model,
+    register_model,
 )
 
-__all__ = ["MODELS", "CountermeasureModel", "ModelError", "ModelSpec", "build_model"]
+__all__ = [
+    "MODELS",
+    "CountermeasureModel",
+    "ModelConfigError",
+    "ModelError",
+    "ModelSpec",
+    "build_model",
+    "register_model",
+]

@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.models.maxout import maxout
-from trainer.models.registry import CountermeasureModel, ModelError
+from trainer.models.registry import CountermeasureModel, ModelConfigError
 
 WINDOW = 32
 """Frames per window."""
@@ -165,7 +165,7 @@ class ConvGRUCell(nn.Module):
     def __init__(self, in_channels: int, width: int, kernel_size: int, dropout: float = 0.3):
         super().__init__()
         if width % 2 or kernel_size % 2 == 0:
-            raise ModelError(
+            raise ModelConfigError(
                 f"ConvGRUCell: width must be even and kernel odd, got {width}, {kernel_size}"
             )
         self.width = width
@@ -280,11 +280,11 @@ class GRCNNStream(nn.Module):
     ):
         super().__init__()
         if n_bins % (2 ** len(cells)):
-            raise ModelError(f"GRCNN: n_bins {n_bins} is not divisible by {2 ** len(cells)}")
+            raise ModelConfigError(f"GRCNN: n_bins {n_bins} is not divisible by {2 ** len(cells)}")
         channels = 1
         for in_ch, width, _ in cells:
             if in_ch != channels:
-                raise ModelError(f"GRCNN: cell input channels {in_ch} != {channels} expected")
+                raise ModelConfigError(f"GRCNN: cell input channels {in_ch} != {channels} expected")
             channels = width // 2
         self.window = window
         self.hop = hop
@@ -358,12 +358,12 @@ class GRCNN(CountermeasureModel):
     ):
         super().__init__()
         if not streams:
-            raise ModelError("GRCNN needs at least one stream")
+            raise ModelConfigError("GRCNN needs at least one stream")
         for p in (gate_dropout, embedding_dropout):
             if not 0 <= p < 1:
-                raise ModelError(f"GRCNN: dropout must be in [0, 1), got {p}")
+                raise ModelConfigError(f"GRCNN: dropout must be in [0, 1), got {p}")
         if train_frames < window or (eval_window is not None and eval_window < window):
-            raise ModelError(f"GRCNN: train_frames/eval_window must be >= window ({window})")
+            raise ModelConfigError(f"GRCNN: train_frames/eval_window must be >= window ({window})")
         self.features = tuple(streams)
         self.n_bins = dict.fromkeys(self.features, n_bins)
         self.train_frames = train_frames
@@ -386,7 +386,7 @@ class GRCNN(CountermeasureModel):
         )
         self.classifier = nn.Linear(len(self.features) * (embedding_size // 2), 2)
         if windows_per_conv is not None and windows_per_conv < 1:
-            raise ModelError(f"GRCNN: windows_per_conv must be >= 1, got {windows_per_conv}")
+            raise ModelConfigError(f"GRCNN: windows_per_conv must be >= 1, got {windows_per_conv}")
         for stream in self.streams.values():
             for cell in stream.cells:
                 cell.chunk = windows_per_conv

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from trainer.models.maxout import Maxout
-from trainer.models.registry import CountermeasureModel, ModelError
+from trainer.models.registry import CountermeasureModel, ModelConfigError
 
 MIN_FRAMES = 16
 """Four 2x2 poolings need at least 16 frames."""
@@ -72,7 +72,7 @@ class LCNN(CountermeasureModel):
     def __init__(self, n_bins: int = 60, dropout: float = 0.7, train_frames: int = 400):
         super().__init__()
         if n_bins < 16 or not 0 <= dropout < 1 or train_frames < MIN_FRAMES:
-            raise ModelError(
+            raise ModelConfigError(
                 f"LCNN: need n_bins >= 16, 0 <= dropout < 1, train_frames >= {MIN_FRAMES}; "
                 f"got {n_bins}, {dropout}, {train_frames}"
             )

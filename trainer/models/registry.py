@@ -3,15 +3,16 @@
 Also holds the contract every countermeasure model implements (:class:`CountermeasureModel`):
 the attributes the data layer and training loop read (``features``, ``n_bins``,
 ``train_frames``, ``eval_window``, ``eval_hop``) and the checking of the keyword inputs
-``model(mgd=x1, logmel=x2)``. Constructors import their module on first use, so reading
-:data:`MODELS` builds nothing.
+``model(mgd=x1, logmel=x2)``. A model's parameters and defaults are those of its class.
+Constructors import their module on first use, so reading :data:`MODELS` builds nothing;
+:func:`register_model` adds a model from Python.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -19,11 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from featstore.errors import SpoofstoreError
+from featstore.errors import ConfigError, SpoofstoreError
 
 
 class ModelError(SpoofstoreError, ValueError):
     """A model name, a model parameter or a model input is unknown or has the wrong shape."""
+
+
+class ModelConfigError(ModelError, ConfigError):
+    """A model parameter is unknown or out of range, or a registration is invalid.
+
+    Both a :class:`ModelError` and a :class:`featstore.errors.ConfigError`.
+    """
 
 
 class CountermeasureModel(nn.Module):
@@ -155,65 +163,151 @@ class ModelSpec:
     description: str
 
 
-def _spec(
-    name: str, target: str, features: tuple[str, ...], description: str, **fixed: Any
-) -> ModelSpec:
-    """A spec whose constructor imports ``target`` ("module:Class") on first use."""
+def _constructor(
+    name: str, model: type[CountermeasureModel] | str, fixed: Mapping[str, Any]
+) -> Callable[..., CountermeasureModel]:
+    """A function building ``model`` (a class or "module:Class", imported on first use).
+
+    Its parameters and their defaults are those of the class; ``fixed`` ones are set by the
+    registry entry and cannot be passed.
+    """
 
     def construct(**kwargs: Any) -> CountermeasureModel:
-        module, _, attr = target.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
+        if isinstance(model, str):
+            module, _, attr = model.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        else:
+            cls = model
         valid = [p for p in inspect.signature(cls).parameters if p not in fixed]
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
-            raise ModelError(
+            raise ModelConfigError(
                 f"model {name!r} has no parameter(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(valid)}"
             )
         return cls(**fixed, **kwargs)
 
     construct.__name__ = construct.__qualname__ = f"build_{name.replace('-', '_')}"
-    return ModelSpec(name, construct, features, description)
+    return construct
 
 
-_SPECS = (
-    _spec(
-        "grcnn",
-        "trainer.models.grcnn:GRCNN",
-        ("mgd", "logmel"),
-        "dual-stream gated recurrent CNN (Gomez-Alanis et al. 2019) on MGD + log-mel",
-        streams=("mgd", "logmel"),
-    ),
-    _spec(
-        "grcnn-mgd",
-        "trainer.models.grcnn:GRCNN",
-        ("mgd",),
-        "single-stream GRCNN on MGD (ablation)",
-        streams=("mgd",),
-    ),
-    _spec(
-        "grcnn-logmel",
-        "trainer.models.grcnn:GRCNN",
-        ("logmel",),
-        "single-stream GRCNN on log-mel (ablation)",
-        streams=("logmel",),
-    ),
-    _spec(
-        "vgg10",
-        "trainer.models.vgg10:VGG10",
-        ("fbank",),
-        "10-layer VGG-style CNN on 64-band filterbank windows of 17 frames",
-    ),
-    _spec(
-        "lcnn",
-        "trainer.models.lcnn:LCNN",
-        ("lfcc",),
-        "LFCC-LCNN (ASVspoof 2021 baseline): light CNN with max-feature-map + BLSTM",
-    ),
+_REGISTRY: dict[str, ModelSpec] = {}
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(_REGISTRY)
+"""Every registered model by name (a read-only view; see :func:`register_model`)."""
+
+
+def register_model(
+    name: str,
+    model: type[CountermeasureModel] | str,
+    features: Sequence[str],
+    description: str = "",
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    replace: bool = False,
+) -> ModelSpec:
+    """Add a model to the registry, so that :func:`build_model` and ``trainer.fit`` know it.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    model : type or str
+        A :class:`CountermeasureModel` subclass, or its ``"module:Class"`` import path
+        (imported on first build). Its ``__init__`` parameters, with their defaults, are the
+        model's parameters.
+    features : sequence of str
+        The store features it consumes (the ``features`` attribute of its instances).
+    description : str, default ""
+        One line for listings.
+    fixed : Mapping[str, Any], optional
+        Constructor arguments this entry sets; they cannot be passed to :func:`build_model`
+        (``{"streams": ("mgd",)}`` makes ``grcnn-mgd`` out of the GRCNN class).
+    replace : bool, default False
+        Replace a model already registered under ``name``.
+
+    Returns
+    -------
+    ModelSpec
+        The registered model.
+
+    Raises
+    ------
+    ModelConfigError
+        Empty or taken name (and ``replace`` is false), no features, or ``model`` neither a
+        class nor an import path.
+
+    Notes
+    -----
+    The registry lives in the process that calls this function: build a registered model
+    with the Python API (``trainer.fit(..., model=name)``) in the process that registered
+    it.
+
+    Examples
+    --------
+    >>> class MeanEnergy(CountermeasureModel):
+    ...     def __init__(self, n_bins: int = 60):
+    ...         super().__init__()
+    ...         self.features, self.n_bins = ("lfcc",), {"lfcc": n_bins}
+    ...         self.train_frames, self.eval_window, self.eval_hop = 400, None, None
+    ...         self.min_frames = 1
+    ...         self.head = nn.Linear(n_bins, 2)
+    ...     def forward(self, **features):
+    ...         (x,) = self.inputs(features)
+    ...         return self.head(x.mean(dim=1))
+    >>> spec = register_model("mean-energy", MeanEnergy, ("lfcc",), replace=True)
+    >>> build_model("mean-energy", n_bins=20).n_bins
+    {'lfcc': 20}
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ModelConfigError(f"model name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY and not replace:
+        raise ModelConfigError(f"model {name!r} is already registered; pass replace=True")
+    features = (features,) if isinstance(features, str) else tuple(features)
+    if not features or not all(isinstance(f, str) and f for f in features):
+        raise ModelConfigError(f"model {name!r}: features must be feature names, got {features!r}")
+    if not (isinstance(model, type) or (isinstance(model, str) and ":" in model)):
+        raise ModelConfigError(
+            f"model {name!r}: model must be a class or 'module:Class', got {model!r}"
+        )
+    spec = ModelSpec(name, _constructor(name, model, dict(fixed or {})), features, description)
+    _REGISTRY[name] = spec
+    return spec
+
+
+register_model(
+    "grcnn",
+    "trainer.models.grcnn:GRCNN",
+    ("mgd", "logmel"),
+    "dual-stream gated recurrent CNN (Gomez-Alanis et al. 2019) on MGD + log-mel",
+    fixed={"streams": ("mgd", "logmel")},
 )
-
-MODELS: Mapping[str, ModelSpec] = MappingProxyType({s.name: s for s in _SPECS})
-"""Every registered model by name (read-only)."""
+register_model(
+    "grcnn-mgd",
+    "trainer.models.grcnn:GRCNN",
+    ("mgd",),
+    "single-stream GRCNN on MGD (ablation)",
+    fixed={"streams": ("mgd",)},
+)
+register_model(
+    "grcnn-logmel",
+    "trainer.models.grcnn:GRCNN",
+    ("logmel",),
+    "single-stream GRCNN on log-mel (ablation)",
+    fixed={"streams": ("logmel",)},
+)
+register_model(
+    "vgg10",
+    "trainer.models.vgg10:VGG10",
+    ("fbank",),
+    "10-layer VGG-style CNN on 64-band filterbank windows of 17 frames",
+)
+register_model(
+    "lcnn",
+    "trainer.models.lcnn:LCNN",
+    ("lfcc",),
+    "LFCC-LCNN (ASVspoof 2021 baseline): light CNN with max-feature-map + BLSTM",
+)
 
 
 def build_model(name: str, **kwargs: Any) -> CountermeasureModel:
@@ -236,7 +330,10 @@ def build_model(name: str, **kwargs: Any) -> CountermeasureModel:
     Raises
     ------
     ModelError
-        Unknown model name (the message lists the available ones) or parameter.
+        Unknown model name (the message lists the available ones).
+    ModelConfigError
+        Unknown parameter or a parameter value out of range (a :class:`ModelError` and a
+        :class:`featstore.errors.ConfigError`).
 
     Examples
     --------

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.models.registry import CountermeasureModel, ModelError
+from trainer.models.registry import CountermeasureModel, ModelConfigError
 
 CONTEXT = 17
 """Frames per window (8 left + centre + 8 right)."""
@@ -81,11 +81,11 @@ class VGG10(CountermeasureModel):
     ):
         super().__init__()
         if n_bins % 8 or context < 8:
-            raise ModelError(
+            raise ModelConfigError(
                 f"VGG10: n_bins must be divisible by 8 and context >= 8, got {n_bins}, {context}"
             )
         if not 0 <= dropout < 1 or eval_hop < 1:
-            raise ModelError(
+            raise ModelConfigError(
                 f"VGG10: need 0 <= dropout < 1 and eval_hop >= 1, got {dropout}, {eval_hop}"
             )
         self.features = ("fbank",)
