@@ -12,10 +12,8 @@ Stages (each printed with the exact command a user would type)::
 then a training-curve PNG (``trainer.plots.plot_training_curves``) and a summary. The corpus
 and the store are caches (reused when their configuration is unchanged); the model is
 retrained on every run. The commands run as ``python -m featstore`` / ``python -m trainer``
-with this interpreter, so the demo needs no activated environment.
-
-A stage whose command does not exist yet in this checkout is reported as "not available
-yet" and the demo stops there with exit code 0; a stage that fails exits non-zero.
+with this interpreter, so the demo needs no activated environment. A stage that fails stops
+the demo with a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -32,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import featstore
 from pipelines.demo_corpus import EVAL_ATTACKS, PROTOCOL_DIR, TRAIN_ATTACKS, CorpusConfig
+from trainer.plots import plot_training_curves
 
 DEFAULT_MODEL = "lcnn"
 """The model the demo trains (see the README's "Demo" section for why and how long)."""
@@ -93,10 +93,6 @@ class DemoConfig:
         return self.run_dir / "scores_eval.txt"
 
 
-class StageUnavailable(Exception):
-    """A stage's command or API does not exist in this checkout yet."""
-
-
 class StageFailed(Exception):
     """A stage's command exited with an error."""
 
@@ -129,34 +125,18 @@ def run_command(argv: Sequence[str], *, cwd: Path | None = None) -> float:
     return seconds
 
 
-def _cli_has(module: str, command: str) -> bool:
-    """Whether the click group ``module.cli`` has ``command`` in this checkout."""
-    try:
-        group = __import__(f"{module}.cli", fromlist=["cli"]).cli
-    except ImportError:
-        return False
-    return command in getattr(group, "commands", {})
-
-
-def _require(module: str, command: str) -> None:
-    if not _cli_has(module, command):
-        raise StageUnavailable(f"`{module} {command}` is not available yet in this checkout")
-
-
 def model_features(model: str) -> tuple[str, ...]:
     """The store features ``model`` reads (from the trainer's model registry).
 
     Raises
     ------
-    StageUnavailable
-        The model registry does not exist yet or does not know ``model``.
+    StageFailed
+        The registry does not know ``model``.
     """
-    try:
-        from trainer.models import MODELS
-    except ImportError as exc:
-        raise StageUnavailable(f"trainer.models is not available yet ({exc})") from None
+    from trainer.models import MODELS  # imports torch, which the other stages do not need
+
     if model not in MODELS:
-        raise StageUnavailable(f"model {model!r} is not registered (have: {', '.join(MODELS)})")
+        raise StageFailed(f"model {model!r} is not registered (have: {', '.join(MODELS)})")
     return tuple(MODELS[model].features)
 
 
@@ -194,7 +174,6 @@ def stage_corpus(cfg: DemoConfig) -> float:
 
 def stage_features(cfg: DemoConfig) -> float:
     """``featstore build`` of the model's features (resumes/reuses an up-to-date store)."""
-    _require("featstore", "build")
     features = ",".join(model_features(cfg.model))
     argv = [
         sys.executable,
@@ -229,8 +208,6 @@ def _store_matches(store: Path, features: Sequence[str], corpus_dir: Path) -> bo
     if stamp.exists() and store.stat().st_mtime < stamp.stat().st_mtime:
         return False
     try:
-        import featstore
-
         st = featstore.open_store(str(store), mode="r")
         try:
             return sorted(st.features) == sorted(features)
@@ -242,7 +219,6 @@ def _store_matches(store: Path, features: Sequence[str], corpus_dir: Path) -> bo
 
 def stage_fit(cfg: DemoConfig) -> float:
     """``trainer fit`` into a fresh run directory."""
-    _require("trainer", "fit")
     if cfg.run_dir.exists():
         shutil.rmtree(cfg.run_dir)
     argv = [
@@ -274,7 +250,6 @@ def stage_fit(cfg: DemoConfig) -> float:
 
 def stage_score(cfg: DemoConfig) -> float:
     """``trainer score --split eval`` -> ``<run>/scores_eval.txt``."""
-    _require("trainer", "score")
     argv = [
         sys.executable,
         "-m",
@@ -290,7 +265,6 @@ def stage_score(cfg: DemoConfig) -> float:
 
 def stage_metrics(cfg: DemoConfig) -> float:
     """``trainer metrics`` on the eval scores: EER table, JSON and a DET plot."""
-    _require("trainer", "metrics")
     argv = [
         sys.executable,
         "-m",
@@ -308,10 +282,6 @@ def stage_metrics(cfg: DemoConfig) -> float:
 def stage_curves(cfg: DemoConfig) -> float:
     """Training loss and dev EER per epoch -> ``training_curves.png``."""
     start = time.perf_counter()
-    try:
-        from trainer.plots import plot_training_curves
-    except ImportError as exc:
-        raise StageUnavailable(f"trainer.plots is not available yet ({exc})") from None
     path = plot_training_curves(cfg.run_dir / "metrics.csv", cfg.out / "training_curves.png")
     print(f"\nwrote {path}")
     return time.perf_counter() - start
@@ -363,8 +333,7 @@ def run_demo(cfg: DemoConfig, stop_after: str | None = None) -> int:
     Returns
     -------
     int
-        0 when every available stage succeeded (stopping early at the first stage that is
-        not available yet), 1 when a stage failed.
+        0 when every stage succeeded, 1 when a stage failed (the later ones do not run).
     """
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -372,9 +341,6 @@ def run_demo(cfg: DemoConfig, stop_after: str | None = None) -> int:
         print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
         try:
             timings[name] = stage(cfg)
-        except StageUnavailable as exc:
-            print(f"stage '{name}' not available yet: {exc}; stopping here.")
-            break
         except StageFailed as exc:
             print(f"stage '{name}' failed: {exc}", file=sys.stderr)
             print(summary(cfg, timings))
