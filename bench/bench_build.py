@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -51,8 +52,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def make_bench_corpus(root: Path, hours: float, seed: int = 0) -> Path:
     """A corpus of >= ``hours`` of 1.5-6 s speech-like FLACs (train 2/3, dev 1/3), cached."""
-    import soundfile as sf
-
     marker = root / f"complete-{hours:g}h"
     if marker.exists():
         return root

@@ -34,6 +34,7 @@ import scipy.fft  # noqa: E402
 import scipy.signal  # noqa: E402
 
 from featstore import FEATURES  # noqa: E402
+from featstore.audio import load_audio  # noqa: E402
 from featstore.features.framing import frame_signal  # noqa: E402
 from featstore.signal import SAMPLE_RATE  # noqa: E402
 
@@ -57,8 +58,6 @@ def load_corpus(data: Path | None) -> tuple[list[np.ndarray], str]:
         if directory is not None and directory.is_dir():
             files = sorted(directory.glob("*.flac")) + sorted(directory.glob("*.wav"))
             if files:
-                from featstore.audio import load_audio
-
                 return [load_audio(f).signal for f in files], f"{len(files)} files in {directory}"
     return synthetic_corpus(), "25 generated speech-like utterances (real data absent)"
 

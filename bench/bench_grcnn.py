@@ -28,6 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from trainer.models import build_model
 from trainer.models.grcnn import CELLS, GRCNN, WINDOW, WINDOW_HOP
@@ -177,8 +178,6 @@ def _step_timer(model: nn.Module, batch: int, frames: int):
 
 def _train_flops(model: nn.Module, frames: int) -> float:
     """FLOPs of forward + backward of one utterance (conv, linear, matmul)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x, y = _batch(1, frames)
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(**x), y).backward()

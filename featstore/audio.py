@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from featstore.errors import AudioError
 from featstore.signal import SAMPLE_RATE, as_float_signal, resample
@@ -66,8 +67,6 @@ def _check_file(path: Path) -> None:
 
 def _open(path: Path):
     """An open ``soundfile.SoundFile``, or :class:`AudioError`."""
-    import soundfile as sf
-
     _check_file(path)
     try:
         return sf.SoundFile(str(path))
@@ -149,8 +148,6 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
     >>> a.signal.dtype, a.sample_rate, a.channels, a.notes  # doctest: +SKIP
     (dtype('float64'), 16000, 1, ())
     """
-    import soundfile as sf
-
     p = Path(path)
     with _open(p) as f:
         declared, sr, file_format = f.frames, f.samplerate, f.format

@@ -9,7 +9,10 @@ from __future__ import annotations
 import click
 
 from featstore._version import __version__
+from featstore.build import build
 from featstore.cli_runner import run_cli
+from featstore.features.registry import FEATURES
+from featstore.store.inspect import store_info, verify_store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,8 +24,6 @@ def cli() -> None:
 @cli.command("features")
 def features_cmd() -> None:
     """List the registered features with their defaults."""
-    from featstore.features.registry import FEATURES
-
     for name in sorted(FEATURES):
         spec = FEATURES[name]
         d = spec.describe()
@@ -99,8 +100,6 @@ def build_cmd(
     cache_dir: str | None,
 ) -> None:
     """Extract features of every utterance of the protocols into a store (resumable)."""
-    from featstore.build import build
-
     summary = build(
         list(manifest) if len(manifest) > 1 else manifest[0],
         audio_root,
@@ -123,8 +122,6 @@ def build_cmd(
 @click.argument("store", type=click.Path())
 def info_cmd(store: str) -> None:
     """Splits, utterances, hours, features, shapes, bytes on disk, statistics."""
-    from featstore.store.inspect import store_info
-
     click.echo("\n".join(store_info(store).lines()))
 
 
@@ -132,8 +129,6 @@ def info_cmd(store: str) -> None:
 @click.argument("store", type=click.Path())
 def verify_cmd(store: str) -> int:
     """Check index/array consistency, checksums and NaN/inf; exit 1 listing any problem."""
-    from featstore.store.inspect import verify_store
-
     problems = verify_store(store)
     if problems:
         click.echo(f"{store}: {len(problems)} problem(s):", err=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 SAMPLE_RATE = 16000
 """The sample rate every feature kernel works at (Hz)."""
@@ -88,6 +89,4 @@ def resample(signal: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.nd
         raise ValueError(f"sample rate must be positive, got {sr}")
     if sr == target_sr or signal.size == 0:
         return np.asarray(signal, dtype=np.float64)
-    import soxr
-
     return np.asarray(soxr.resample(signal, sr, target_sr, quality="HQ"), dtype=np.float64)
