@@ -167,7 +167,6 @@ class Speaker:
     """A synthetic speaker: voice-source and vocal-tract parameters."""
 
     speaker_id: str
-    female: bool
     f0_mean: float
     accent_st: float
     formant_scale: float
@@ -241,7 +240,6 @@ def _speakers(rng: np.random.Generator, first: int, count: int) -> list[Speaker]
         out.append(
             Speaker(
                 speaker_id=f"LA_{first + i:04d}",
-                female=female,
                 f0_mean=float(rng.uniform(170, 240) if female else rng.uniform(95, 140)),
                 accent_st=float(rng.uniform(1.5, 4.0)),
                 formant_scale=float(rng.uniform(1.1, 1.22) if female else rng.uniform(0.93, 1.05)),

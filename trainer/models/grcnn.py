@@ -383,7 +383,8 @@ class GRCNN(CountermeasureModel):
                 for f in self.features
             }
         )
-        self.classifier = nn.Linear(len(self.features) * (embedding_size // 2), 2)
+        width = sum(stream.embedding_dim for stream in self.streams.values())
+        self.classifier = nn.Linear(width, 2)
         if windows_per_conv is not None and windows_per_conv < 1:
             raise ModelConfigError(f"GRCNN: windows_per_conv must be >= 1, got {windows_per_conv}")
         for stream in self.streams.values():
