@@ -56,6 +56,7 @@ from featstore.store.layout import (
     n_frames_column,
     offset_column,
     sha256_column,
+    split_checksum,
 )
 
 __all__ = ["BuildConfig", "BuildSummary", "build"]
@@ -795,30 +796,6 @@ class _Builder:
 
 def _str_column(values: Sequence[str]) -> np.ndarray:
     return np.array(values, dtype=str) if len(values) else np.empty(0, dtype="<U1")
-
-
-def split_checksum(digests: Iterable[str]) -> str:
-    """Checksum of a split's feature array: sha256 of its utterances' sha256 digests.
-
-    Parameters
-    ----------
-    digests : iterable of str
-        Hex sha256 of each utterance's float32 rows (C order, little endian), in index order.
-
-    Returns
-    -------
-    str
-        Hex sha256 of the concatenated raw digests.
-
-    Examples
-    --------
-    >>> split_checksum([])[:12]
-    'e3b0c44298fc'
-    """
-    h = hashlib.sha256()
-    for d in digests:
-        h.update(bytes.fromhex(d))
-    return h.hexdigest()
 
 
 def _lock_build(state_dir: Path, out: Path) -> Any:

@@ -12,11 +12,12 @@ import soundfile as sf
 from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
 
 import featstore
-from featstore.build import BuildConfig, BuildSummary, split_checksum
+from featstore.build import BuildConfig, BuildSummary
 from featstore.errors import AudioError, FeatureError, LocatedError, ManifestError, StoreError
 from featstore.features.registry import compute_feature
 from featstore.store import open_store
 from featstore.store.inspect import verify_store
+from featstore.store.layout import split_checksum
 
 SMALL = {"chunk_frames": 32, "shard_frames": 128}
 
@@ -316,6 +317,23 @@ def test_split_checksum_is_sha256_of_digests() -> None:
     d = [hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()]
     expected = hashlib.sha256(bytes.fromhex(d[0]) + bytes.fromhex(d[1])).hexdigest()
     assert split_checksum(d) == expected
+
+
+def test_store_layer_does_not_import_the_build_layer() -> None:
+    import ast
+
+    store_dir = Path(featstore.__file__).parent / "store"
+    offenders = []
+    for path in sorted(store_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("featstore.build")]
+    assert offenders == []
 
 
 def test_featstore_build_attribute_stays_the_function() -> None:
