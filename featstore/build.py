@@ -59,7 +59,7 @@ from featstore.atomic_files import write_json_atomic
 from featstore.audio import load_audio
 from featstore.errors import (
     AudioError,
-    FeatureError,
+    ConfigError,
     LocatedError,
     SpoofstoreError,
     StoreError,
@@ -123,6 +123,13 @@ class BuildConfig:
     Only ``features`` (with resolved parameters), ``chunk_frames``, ``shard_frames`` and the
     format decide the bytes of a store; those make up the fingerprint. ``jobs``,
     ``batch_size``, ``strict`` and ``fsync`` do not.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value (no or repeated features, unknown format, ``jobs``, sizes).
+    FeatureError
+        An unknown feature or feature parameter.
     """
 
     features: tuple[str, ...] = ("mgd", "logmel")
@@ -141,23 +148,23 @@ class BuildConfig:
         params = {k: dict(v) for k, v in dict(self.feature_params).items()}
         object.__setattr__(self, "feature_params", params)
         if not features:
-            raise FeatureError("no features selected")
+            raise ConfigError("no features selected")
         if len(set(features)) != len(features):
-            raise FeatureError(f"feature listed twice: {', '.join(features)}")
+            raise ConfigError(f"feature listed twice: {', '.join(features)}")
         for name in features:
             get_feature(name).resolve(**params.get(name, {}))
         for name in params:
             get_feature(name)  # unknown names in overrides are errors too
         if self.format not in (None, *_FORMATS):
-            raise FeatureError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
+            raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
         if self.jobs == 0 or self.jobs < -1:
-            raise FeatureError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
+            raise ConfigError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
         if self.batch_size < 1:
-            raise FeatureError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.chunk_frames < 1 or self.shard_frames < 1:
-            raise FeatureError("chunk_frames and shard_frames must be >= 1")
+            raise ConfigError("chunk_frames and shard_frames must be >= 1")
         if self.shard_frames % self.chunk_frames:
-            raise FeatureError(
+            raise ConfigError(
                 f"shard_frames ({self.shard_frames}) must be a multiple of chunk_frames "
                 f"({self.chunk_frames})"
             )

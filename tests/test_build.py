@@ -311,6 +311,18 @@ def test_config_validation() -> None:
     assert record["features"]["mgd"]["n_bins"] == 257
 
 
+def test_invalid_config_values_raise_config_error() -> None:
+    from featstore.errors import ConfigError
+
+    for bad in ({"jobs": 0}, {"batch_size": 0}, {"format": "npy"}, {"features": ()}):
+        with pytest.raises(ConfigError):
+            BuildConfig(**bad)
+    with pytest.raises(ConfigError, match="listed twice"):
+        BuildConfig(features=("mgd", "mgd"))
+    with pytest.raises(ConfigError, match="multiple of chunk_frames"):
+        BuildConfig(chunk_frames=100, shard_frames=250)
+
+
 def test_split_checksum_is_sha256_of_digests() -> None:
     import hashlib
 
