@@ -1,11 +1,12 @@
 """The build pipeline: manifest + audio -> feature store, in named phases.
 
 Resolve
-    The configuration (:class:`BuildConfig` plus the call's overrides), the output path and
-    format (:func:`_resolve_config`).
+    The configuration: a :class:`BuildConfig` (or TOML file) with the call's overrides
+    (:func:`_resolve_config`).
 Plan
-    Read the manifest, group utterances by split (splits in sorted order, utterances in
-    manifest order), digest it, fingerprint the configuration (:class:`_Plan`).
+    The output path and format; the manifest's utterances grouped by split (splits in sorted
+    order, utterances in manifest order), its digest and the configuration's fingerprint
+    (:func:`_plan`, :class:`_Plan`).
 Reconcile
     Compare what ``out`` already holds with the plan: nothing (fresh), an unfinished build of
     the same plan (resume), a finished store of the same plan (nothing to do), or something

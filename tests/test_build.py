@@ -54,6 +54,26 @@ def test_summary_and_rerun_is_noop(corpus: Path, clean_store: Path) -> None:
     assert "already complete" in str(again) and "nothing to do" in str(again)
 
 
+def test_reconcile_states(corpus: Path, clean_store: Path, tmp_path: Path) -> None:
+    from featstore.build import _make_writer, _plan, _reconcile, _resolve_config, _StoreStatus
+
+    def state(out: Path, overwrite: bool = False, **overrides):
+        plan = _plan(corpus / "protocols", out, _resolve_config(None, {**SMALL, **overrides}))
+        return _reconcile(_make_writer(plan.out, plan.fmt, False), plan, overwrite)
+
+    assert state(tmp_path / "new.zarr").status is _StoreStatus.FRESH
+    done = state(clean_store)
+    assert done.status is _StoreStatus.COMPLETE and done.metadata["complete"]
+    other = state(clean_store, features="mgd")
+    assert other.status is _StoreStatus.CONFLICT
+    assert "different configuration" in other.conflict
+    (tmp_path / "junk.zarr").mkdir()
+    (tmp_path / "junk.zarr" / "notes.txt").write_text("mine")
+    junk = state(tmp_path / "junk.zarr")
+    assert junk.status is _StoreStatus.CONFLICT and "not a spoofstore" in junk.conflict
+    assert (tmp_path / "junk.zarr" / "notes.txt").exists()  # refused, not touched
+
+
 def test_different_config_is_refused_then_overwritten(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
     kw = {"jobs": 1, "quiet": True, **SMALL}
