@@ -1,47 +1,76 @@
-"""The build pipeline: manifest + audio -> feature store (plan, parallel map, ordered commit).
+"""The build pipeline: manifest + audio -> feature store, in named phases.
 
+Resolve
+    The configuration: a :class:`BuildConfig` (or TOML file) with the call's overrides
+    (:func:`_resolve_config`).
 Plan
-    Read the manifest, group utterances by split (splits in sorted order, utterances in
-    manifest order), locate every audio file once (one directory listing).
-Map
-    joblib (loky) workers extract features for *batches* of utterances (start-up paid once
-    per worker); results come back in order (``return_as="generator"``), at most
-    ``2 * jobs`` batches in flight, so memory does not grow with the corpus.
-Commit
-    Frames are appended to a per-feature in-memory buffer and written in whole, aligned
-    shards; the split's journal (one line per utterance) and progress record (committed
-    count, frame ends, float64 statistics accumulators) are updated atomically *after* the
-    data they cover is written. A re-run of the same command resumes from the last commit
-    and ends byte-identical to an uninterrupted build; any ``--jobs`` gives the same bytes.
-Quarantine
-    A bad utterance (missing/corrupt/empty/NaN audio, silent, shorter than one frame,
-    non-finite features) is left out and recorded with its reason; ``strict`` stops the
-    build at the first one instead.
+    The output path and format; the manifest's utterances grouped by split (splits in sorted
+    order, utterances in manifest order), its digest and the configuration's fingerprint
+    (:func:`_plan`, :class:`_Plan`).
+Reconcile
+    Compare what ``out`` already holds with the plan: nothing (fresh), an unfinished build of
+    the same plan (resume), a finished store of the same plan (nothing to do), or something
+    else (refused, saying why) (:func:`_reconcile`, :class:`_StoreState`).
+Extract
+    joblib (loky) or Dask workers extract features for *batches* of utterances (start-up paid
+    once per worker), locating every audio file once (one directory listing); results come
+    back in order (``return_as="generator"``), at most ``2 * jobs`` batches in flight, so
+    memory does not grow with the corpus. Frames are appended to a per-feature in-memory
+    buffer and written in whole, aligned shards; the split's journal (one line per
+    utterance) and progress record (committed count, frame ends, float64 statistics
+    accumulators) are updated atomically *after* the data they cover is written. A re-run of
+    the same command resumes from the last commit and ends byte-identical to an
+    uninterrupted build; any ``--jobs`` gives the same bytes (:func:`_extract`).
+Finalise
+    Write the store metadata (marking the store complete) and remove the build state
+    (:func:`_finalise`).
+
+A bad utterance (missing/corrupt/empty/NaN audio, silent, shorter than one frame,
+non-finite features) is quarantined: left out and recorded with its reason; ``strict``
+stops the build at the first one instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import tomllib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from featstore.errors import AudioError, LocatedError, SpoofstoreError, StoreError
+from featstore.atomic_files import write_json_atomic
+from featstore.audio import load_audio
+from featstore.errors import (
+    AudioError,
+    ConfigError,
+    LocatedError,
+    SpoofstoreError,
+    StoreError,
+)
 from featstore.features.registry import get_feature
+from featstore.manifests import AudioLocator, Utterance, read_manifest
+from featstore.parallel import parallel_backend
+from featstore.remote import build_to_url
 from featstore.store.direct_io import aligned_empty
-from featstore.store.journal import SplitJournal, read_json, write_json_atomic
+from featstore.store.journal import SplitJournal, read_json
 from featstore.store.layout import (
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_SHARD_FRAMES,
@@ -56,12 +85,12 @@ from featstore.store.layout import (
     n_frames_column,
     offset_column,
     sha256_column,
+    split_checksum,
 )
 
 __all__ = ["BuildConfig", "BuildSummary", "build"]
 
 _FORMATS = ("zarr", "hdf5")
-
 
 # ============================================================================================
 # configuration
@@ -95,6 +124,13 @@ class BuildConfig:
     Only ``features`` (with resolved parameters), ``chunk_frames``, ``shard_frames`` and the
     format decide the bytes of a store; those make up the fingerprint. ``jobs``,
     ``batch_size``, ``strict`` and ``fsync`` do not.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value (no or repeated features, unknown format, ``jobs``, sizes).
+    FeatureError
+        An unknown feature or feature parameter.
     """
 
     features: tuple[str, ...] = ("mgd", "logmel")
@@ -108,30 +144,28 @@ class BuildConfig:
     fsync: bool = True
 
     def __post_init__(self) -> None:
-        from featstore.errors import FeatureError
-
         features = tuple(self.features)
         object.__setattr__(self, "features", features)
         params = {k: dict(v) for k, v in dict(self.feature_params).items()}
         object.__setattr__(self, "feature_params", params)
         if not features:
-            raise FeatureError("no features selected")
+            raise ConfigError("no features selected")
         if len(set(features)) != len(features):
-            raise FeatureError(f"feature listed twice: {', '.join(features)}")
+            raise ConfigError(f"feature listed twice: {', '.join(features)}")
         for name in features:
             get_feature(name).resolve(**params.get(name, {}))
         for name in params:
             get_feature(name)  # unknown names in overrides are errors too
         if self.format not in (None, *_FORMATS):
-            raise FeatureError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
+            raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
         if self.jobs == 0 or self.jobs < -1:
-            raise FeatureError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
+            raise ConfigError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
         if self.batch_size < 1:
-            raise FeatureError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.chunk_frames < 1 or self.shard_frames < 1:
-            raise FeatureError("chunk_frames and shard_frames must be >= 1")
+            raise ConfigError("chunk_frames and shard_frames must be >= 1")
         if self.shard_frames % self.chunk_frames:
-            raise FeatureError(
+            raise ConfigError(
                 f"shard_frames ({self.shard_frames}) must be a multiple of chunk_frames "
                 f"({self.chunk_frames})"
             )
@@ -294,77 +328,413 @@ class BuildSummary:
         return "\n".join([head, *lines, *tail])
 
 
+def _resolve_config(
+    config: BuildConfig | str | os.PathLike | None, overrides: Mapping[str, Any]
+) -> BuildConfig:
+    """The configuration of a call: ``config`` (or the defaults) with non-None ``overrides``."""
+    if config is None:
+        base = BuildConfig()
+    elif isinstance(config, BuildConfig):
+        base = config
+    else:
+        base = BuildConfig.from_toml(config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "features" in changes:
+        changes["features"] = _feature_list(changes["features"])
+    if "feature_params" in changes:
+        merged = {k: dict(v) for k, v in base.feature_params.items()}
+        for name, params in changes["feature_params"].items():
+            merged.setdefault(name, {}).update(params)
+        changes["feature_params"] = merged
+    return dataclasses.replace(base, **changes) if changes else base
+
+
 # ============================================================================================
-# worker side
+# plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one build call makes: configuration, destination and the utterances by split.
+
+    Attributes
+    ----------
+    cfg : BuildConfig
+        The resolved configuration.
+    out : Path
+        The local store path (``file://`` stripped).
+    fmt : str
+        ``"zarr"`` or ``"hdf5"``.
+    splits : Mapping[str, tuple of Utterance]
+        Split name -> its utterances in manifest order; splits in sorted order.
+    manifest_digest : str
+        Hex sha256 of the manifest content that decides the store (:func:`_manifest_digest`).
+    fingerprint : str
+        :meth:`BuildConfig.fingerprint` for ``fmt``.
+    """
+
+    cfg: BuildConfig
+    out: Path
+    fmt: str
+    splits: Mapping[str, tuple[Utterance, ...]]
+    manifest_digest: str
+    fingerprint: str
+
+    @property
+    def n_utterances(self) -> int:
+        """Utterances of every split."""
+        return sum(len(utts) for utts in self.splits.values())
+
+    def base_metadata(self) -> dict[str, Any]:
+        """The metadata keys every state of the store carries (build record, open, finished)."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "complete": False,
+            "fingerprint": self.fingerprint,
+            "manifest_digest": self.manifest_digest,
+        }
+
+
+def _plan(
+    manifest: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    cfg: BuildConfig,
+) -> _Plan:
+    """Read the manifest and decide the destination, format and split order.
+
+    Raises
+    ------
+    ManifestError
+        A malformed protocol, duplicate or unsafe utterance ids.
+    """
+    out_path = local_path(out)  # file:// URLs too
+    fmt = cfg.format or detect_format(out_path)
+    splits = _group_by_split(read_manifest(manifest))
+    return _Plan(
+        cfg=cfg,
+        out=out_path,
+        fmt=fmt,
+        splits=splits,
+        manifest_digest=_manifest_digest(splits),
+        fingerprint=cfg.fingerprint(fmt),
+    )
+
+
+def _group_by_split(utterances: Iterable[Utterance]) -> dict[str, tuple[Utterance, ...]]:
+    """Utterances by split, splits sorted by name, utterances in manifest order."""
+    groups: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        groups.setdefault(u.split, []).append(u)
+    return {split: tuple(groups[split]) for split in sorted(groups)}
+
+
+def _manifest_digest(splits: Mapping[str, Sequence[Utterance]]) -> str:
+    rows = []
+    for split in sorted(splits):
+        for u in splits[split]:
+            rows.append(
+                [split, u.utt_id, u.speaker, u.system, u.key, sorted(dict(u.extra).items())]
+            )
+    return _sha256_json(rows)
+
+
+def _make_writer(out: Path, fmt: str, fsync: bool) -> Any:
+    if fmt == "hdf5":
+        from featstore.store.hdf5_backend import Hdf5Writer
+
+        return Hdf5Writer(out, fsync=fsync)
+    from featstore.store.zarr_backend import ZarrWriter
+
+    return ZarrWriter(out, fsync=fsync)
+
+
+# ============================================================================================
+# reconcile with what the destination already holds
+
+
+class _StoreStatus(Enum):
+    """What the destination holds, compared with the plan."""
+
+    FRESH = "fresh"
+    """Nothing (or a store just removed by ``overwrite``): start a new build."""
+    RESUME = "resume"
+    """An unfinished build of the same configuration and manifest: continue it."""
+    COMPLETE = "complete"
+    """A finished store of the same configuration and manifest: nothing to do."""
+    CONFLICT = "conflict"
+    """Anything else: refuse to touch it."""
+
+
+@dataclass(frozen=True)
+class _StoreState:
+    """Outcome of :func:`_reconcile`.
+
+    Attributes
+    ----------
+    status : _StoreStatus
+        See :class:`_StoreStatus`.
+    metadata : Mapping or None
+        The finished store's metadata (``COMPLETE``).
+    build_record : Mapping or None
+        The unfinished build's ``build.json`` (``RESUME``).
+    conflict : str
+        Why the destination is refused, for the user (``CONFLICT``).
+    """
+
+    status: _StoreStatus
+    metadata: Mapping[str, Any] | None = None
+    build_record: Mapping[str, Any] | None = None
+    conflict: str = ""
+
+
+def _build_record_path(writer: Any) -> Path:
+    """``build.json``: the plan's fingerprint and digest, written before anything else."""
+    return writer.state_dir / "build.json"
+
+
+def _reconcile(writer: Any, plan: _Plan, overwrite: bool) -> _StoreState:
+    """Compare the destination with the plan; clear what is stale or to be overwritten.
+
+    Parameters
+    ----------
+    writer : ZarrWriter or Hdf5Writer
+        The destination's writer (:func:`_make_writer`).
+    plan : _Plan
+        This build.
+    overwrite : bool
+        Remove a store (finished or not) of another plan instead of refusing it.
+
+    Returns
+    -------
+    _StoreState
+        Fresh, resume, complete or conflict (with the reason).
+    """
+    existing = writer.complete_metadata()
+    previous = read_json(_build_record_path(writer)) if writer.state_dir.is_dir() else None
+    if existing is None and previous is None and writer.state_dir.is_dir():
+        shutil.rmtree(writer.state_dir)  # killed before build.json was written: nothing committed
+    if overwrite and (existing or previous or writer.is_store()):
+        writer.remove()
+        existing = previous = None
+    if existing is not None:
+        conflict = _finished_store_conflict(existing, plan)
+        if conflict:
+            return _StoreState(_StoreStatus.CONFLICT, conflict=conflict)
+        if writer.state_dir.is_dir():  # left over from a run killed after its last step
+            shutil.rmtree(writer.state_dir)
+        return _StoreState(_StoreStatus.COMPLETE, metadata=existing)
+    if previous is not None:
+        conflict = _unfinished_build_conflict(previous, plan)
+        if conflict:
+            return _StoreState(_StoreStatus.CONFLICT, conflict=conflict)
+        return _StoreState(_StoreStatus.RESUME, build_record=previous)
+    if writer.exists():
+        return _StoreState(_StoreStatus.CONFLICT, conflict=_foreign_conflict(writer))
+    return _StoreState(_StoreStatus.FRESH)
+
+
+def _finished_store_conflict(metadata: Mapping[str, Any], plan: _Plan) -> str:
+    """Why a finished store cannot be taken as this build's result ("" when it can)."""
+    if metadata.get("fingerprint") != plan.fingerprint:
+        return (
+            "exists and was built with a different configuration (fingerprint "
+            f"{str(metadata.get('fingerprint'))[:12]}, this build {plan.fingerprint[:12]}); "
+            "use --overwrite to replace it"
+        )
+    if metadata.get("manifest_digest") != plan.manifest_digest:
+        return "exists and was built from a different manifest; use --overwrite to replace it"
+    return ""
+
+
+def _unfinished_build_conflict(record: Mapping[str, Any], plan: _Plan) -> str:
+    """Why an unfinished build cannot be resumed by this one ("" when it can)."""
+    if record.get("fingerprint") == plan.fingerprint and (
+        record.get("manifest_digest") == plan.manifest_digest
+    ):
+        return ""
+    what = "configuration" if record.get("fingerprint") != plan.fingerprint else "manifest"
+    return (
+        f"holds an unfinished build with a different {what}; re-run that build to "
+        "finish it, or use --overwrite to start over"
+    )
+
+
+def _foreign_conflict(writer: Any) -> str:
+    """Why a destination with neither a finished store nor build state is refused."""
+    if writer.is_store():
+        return "holds an unfinished store without its build state; use --overwrite"
+    return (
+        "exists and is not a spoofstore feature store; refusing to touch it "
+        "(choose another --out or remove it yourself)"
+    )
+
+
+def _start_build_record(writer: Any, plan: _Plan, state: _StoreState) -> Mapping[str, Any]:
+    """The build record to continue, or a new one written before anything else (fresh)."""
+    if state.build_record is not None:
+        return state.build_record
+    writer.state_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        **plan.base_metadata(),
+        "config": plan.cfg.fingerprint_record(plan.fmt),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(_build_record_path(writer), record, fsync=plan.cfg.fsync)
+    return record
+
+
+@contextmanager
+def _build_lock(state_dir: Path, out: Path) -> Iterator[None]:
+    """Refuse to run two builds of one store at once (a POSIX lock, freed when we exit).
+
+    ``lockf`` locks belong to the process: a build re-run in the same process after an
+    exception re-acquires it, another process gets a clear error, and a killed build
+    leaves no stale lock behind. The lock is released when the block exits, on errors too
+    (not whenever a traceback holding the file is collected).
+    """
+    fh: IO[str] = open(state_dir / "lock", "a+")
+    try:
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise StoreError(
+            out, "another featstore build is writing this store right now; wait for it to end"
+        ) from None
+    try:
+        yield
+    finally:
+        fh.close()
+
+
+# ============================================================================================
+# extract, worker side
 
 
 @dataclass(frozen=True)
 class _Task:
+    """One utterance to extract: its position in the split and its audio file (or why none)."""
+
     index: int
-    utt_id: str
     path: str | None
     error: str | None
 
 
-def _extract_one(task: _Task, specs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    from featstore.audio import load_audio
-    from featstore.store.statistics import column_moments
+@dataclass(frozen=True)
+class _Extracted:
+    """Features of one utterance, ready to commit.
 
+    Attributes
+    ----------
+    index : int
+        Position of the utterance in its split.
+    feats : dict[str, np.ndarray]
+        Feature name -> C-contiguous float32 rows ``(n_frames, n_bins)``.
+    sha256 : dict[str, str]
+        Feature name -> hex sha256 of its rows' bytes.
+    sums : dict[str, tuple of np.ndarray]
+        Feature name -> float64 per-column sums and sums of squares.
+    duration : float
+        Seconds of the decoded 16 kHz signal.
+    sample_rate, channels : int
+        Of the original file.
+    notes : str
+        What loading did (``"resampled 44100->16000; ..."``).
+    """
+
+    index: int
+    feats: dict[str, np.ndarray]
+    sha256: dict[str, str]
+    sums: dict[str, tuple[np.ndarray, np.ndarray]]
+    duration: float
+    sample_rate: int
+    channels: int
+    notes: str
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    """An utterance left out of the store (quarantined), with the reason for the user."""
+
+    index: int
+    reason: str
+
+
+class _Unusable(Exception):
+    """A feature of an utterance cannot be stored; the message is the reason."""
+
+
+def _extract_one(
+    task: _Task, specs: Sequence[tuple[str, dict[str, Any]]]
+) -> _Extracted | _Rejected:
+    """Load one utterance and compute every feature, or say why it is quarantined."""
     if task.error is not None:
-        return {"index": task.index, "status": "quarantined", "reason": task.error}
+        return _Rejected(task.index, task.error)
     try:
         audio = load_audio(task.path)
     except AudioError as exc:
-        return {"index": task.index, "status": "quarantined", "reason": str(exc)}
+        return _Rejected(task.index, str(exc))
     x = audio.signal
-    seconds = x.size / 16000.0
-
-    def bad(reason: str) -> dict[str, Any]:
-        return {"index": task.index, "status": "quarantined", "reason": f"{task.path}: {reason}"}
-
     if not np.any(x):
-        return bad(f"silent: all {x.size} samples are zero")
+        return _Rejected(task.index, f"{task.path}: silent: all {x.size} samples are zero")
     feats, digests, sums = {}, {}, {}
     for name, params in specs:
-        spec = get_feature(name)
         try:
-            y = spec.function(x, **params)
-        except ValueError as exc:
-            return bad(f"{name}: {exc}")
-        n_bins = int(spec.n_bins(params))
-        if y.dtype != DTYPE or y.ndim != 2 or y.shape[1] != n_bins:
-            raise AssertionError(  # a kernel bug, not bad input
-                f"kernel {spec.kernel} returned {y.dtype} {y.shape}, expected (n, {n_bins}) f4"
-            )
-        if y.shape[0] == 0:
-            return bad(
-                f"too short: {x.size} samples ({seconds:.4f} s) is less than one {name} frame "
-                f"({params['win_length']} samples)"
-            )
-        y = np.ascontiguousarray(y)
-        # float64 sums of float32 values cannot overflow: they are finite iff every value is
-        moments = column_moments(y)
-        if not np.isfinite(moments[1]).all():
-            return bad(f"{name}: {int(np.count_nonzero(~np.isfinite(y)))} non-finite values")
-        feats[name] = y
-        digests[name] = hashlib.sha256(memoryview(y).cast("B")).hexdigest()
-        sums[name] = moments
-    return {
-        "index": task.index,
-        "status": "ok",
-        "feats": feats,
-        "sha256": digests,
-        "sums": sums,
-        "duration": seconds,
-        "sample_rate": audio.sample_rate,
-        "channels": audio.channels,
-        "notes": "; ".join(audio.notes),
-    }
+            feats[name], sums[name] = _feature_rows(x, name, params)
+        except _Unusable as exc:
+            return _Rejected(task.index, f"{task.path}: {exc}")
+        digests[name] = hashlib.sha256(memoryview(feats[name]).cast("B")).hexdigest()
+    return _Extracted(
+        index=task.index,
+        feats=feats,
+        sha256=digests,
+        sums=sums,
+        duration=x.size / 16000.0,
+        sample_rate=audio.sample_rate,
+        channels=audio.channels,
+        notes="; ".join(audio.notes),
+    )
+
+
+def _feature_rows(
+    x: np.ndarray, name: str, params: dict[str, Any]
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Rows of feature ``name`` of signal ``x`` and their column moments.
+
+    Raises
+    ------
+    _Unusable
+        The kernel refused the signal, it is shorter than one frame, or a value is not
+        finite.
+    """
+    from featstore.store.statistics import column_moments  # Numba: compiled on first use
+
+    spec = get_feature(name)
+    try:
+        y = spec.function(x, **params)
+    except ValueError as exc:
+        raise _Unusable(f"{name}: {exc}") from None
+    n_bins = int(spec.n_bins(params))
+    if y.dtype != DTYPE or y.ndim != 2 or y.shape[1] != n_bins:
+        raise AssertionError(  # a kernel bug, not bad input
+            f"kernel {spec.kernel} returned {y.dtype} {y.shape}, expected (n, {n_bins}) f4"
+        )
+    if y.shape[0] == 0:
+        raise _Unusable(
+            f"too short: {x.size} samples ({x.size / 16000.0:.4f} s) is less than one {name} "
+            f"frame ({params['win_length']} samples)"
+        )
+    y = np.ascontiguousarray(y)
+    # float64 sums of float32 values cannot overflow: they are finite iff every value is
+    moments = column_moments(y)
+    if not np.isfinite(moments[1]).all():
+        raise _Unusable(f"{name}: {int(np.count_nonzero(~np.isfinite(y)))} non-finite values")
+    return y, moments
 
 
 def _extract_batch(
     tasks: Sequence[_Task], specs: Sequence[tuple[str, dict[str, Any]]], own_process: bool = False
-) -> list[dict[str, Any]]:
+) -> list[_Extracted | _Rejected]:
     """Worker entry point: features of a batch of utterances, in order.
 
     ``own_process``: this runs in a worker process the build started (loky), whose memory
@@ -386,8 +756,6 @@ def _keep_freed_memory() -> None:
     thresholds (blocks under 32 MiB from the heap, free heap kept up to 512 MiB) let the
     worker reuse its own warm pages. A no-op where ``mallopt`` is unavailable (not glibc).
     """
-    import ctypes
-
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked with
     except (OSError, AttributeError):
@@ -398,7 +766,11 @@ def _keep_freed_memory() -> None:
 
 
 # ============================================================================================
-# main side
+# extract, main side: shard buffers and ordered writes
+
+
+_WriteShard = Callable[[int, np.ndarray], "Future[None]"]
+"""``write(start_row, shard) -> future``: writes one whole shard of one feature."""
 
 
 class _ShardBuffer:
@@ -418,8 +790,8 @@ class _ShardBuffer:
         self.size = size
         self.shape = (size, n_bins)
         self.spare = spare  # free buffers of this shape, shared by the splits of a build
-        self.bufs = [self._take(), None]
-        self.busy: list[Any] = [None, None]  # the write future holding each buffer
+        self.bufs: list[np.ndarray | None] = [self._take(), None]
+        self.busy: list[Future[None] | None] = [None, None]  # the write holding each buffer
         self.current = 0
         self.fill = len(prefix)
         self.buf[: self.fill] = prefix
@@ -435,9 +807,10 @@ class _ShardBuffer:
 
     @property
     def buf(self) -> np.ndarray:
+        """The buffer being filled."""
         return self.bufs[self.current]
 
-    def add(self, rows: np.ndarray, write: Any) -> None:
+    def add(self, rows: np.ndarray, write: _WriteShard) -> None:
         """Append ``rows``; call ``write(start_row, shard)`` (-> future) per shard completed."""
         pos = 0
         while pos < len(rows):
@@ -473,17 +846,15 @@ class _ShardWrites:
     """
 
     def __init__(self, sinks: Mapping[str, Any], durable: dict[str, int]):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.sinks = sinks
         self.durable = durable
-        self.pending: deque = deque()
+        self.pending: deque[tuple[Future[None], str, int]] = deque()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer")
 
-    def submitter(self, feature: str) -> Any:
+    def submitter(self, feature: str) -> _WriteShard:
         """The ``write`` callback for :meth:`_ShardBuffer.add` of ``feature``."""
 
-        def write(start: int, shard: np.ndarray) -> Any:
+        def write(start: int, shard: np.ndarray) -> Future[None]:
             future = self.pool.submit(self.sinks[feature].write, start, shard)
             self.pending.append((future, feature, start + len(shard)))
             return future
@@ -504,283 +875,352 @@ class _ShardWrites:
         finally:
             self.pool.shutdown(wait=True)
 
-
-def _versions(fmt: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ["spoofstore", "numpy", "numba", "zarr" if fmt == "zarr" else "h5py"]
-    names += ["soundfile", "soxr", "librosa", "joblib"]
-    out = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    def abort(self) -> None:
+        """Cancel the writes not started, wait for the running one (no write outlives us)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _manifest_digest(plan: Mapping[str, Sequence[Any]]) -> str:
-    rows = []
-    for split in sorted(plan):
-        for u in plan[split]:
-            rows.append(
-                [split, u.utt_id, u.speaker, u.system, u.key, sorted(dict(u.extra).items())]
+# ============================================================================================
+# extract, main side: one split
+
+
+@dataclass(frozen=True)
+class _SplitStart:
+    """Where a split's extraction starts, from its committed progress record.
+
+    Attributes
+    ----------
+    records : tuple of dict
+        Journal records of the committed utterances, in split order.
+    journal_bytes : int
+        Committed length of the journal.
+    ends : dict[str, int]
+        Feature -> committed rows of its frame array.
+    acc : dict[str, tuple of np.ndarray]
+        Feature -> float64 sums and sums of squares of the committed rows.
+    """
+
+    records: tuple[dict[str, Any], ...]
+    journal_bytes: int
+    ends: dict[str, int]
+    acc: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def done(self) -> int:
+        """Utterances already committed."""
+        return len(self.records)
+
+    @classmethod
+    def from_progress(
+        cls,
+        progress: Mapping[str, Any] | None,
+        records: list[dict[str, Any]],
+        features: Mapping[str, Mapping[str, Any]],
+    ) -> _SplitStart:
+        """The start of a split with ``progress`` committed (None: from its beginning)."""
+        if not progress:
+            return cls(
+                records=tuple(records),
+                journal_bytes=0,
+                ends={f: 0 for f in features},
+                acc={
+                    f: (np.zeros(d["n_bins"]), np.zeros(d["n_bins"])) for f, d in features.items()
+                },
             )
-    return _sha256_json(rows)
-
-
-def _make_writer(out: Path, fmt: str, fsync: bool) -> Any:
-    if fmt == "hdf5":
-        from featstore.store.hdf5_backend import Hdf5Writer
-
-        return Hdf5Writer(out, fsync=fsync)
-    from featstore.store.zarr_backend import ZarrWriter
-
-    return ZarrWriter(out, fsync=fsync)
-
-
-def _resolve_config(
-    config: BuildConfig | str | os.PathLike | None, overrides: dict[str, Any]
-) -> BuildConfig:
-    if config is None:
-        base = BuildConfig()
-    elif isinstance(config, BuildConfig):
-        base = config
-    else:
-        base = BuildConfig.from_toml(config)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if "features" in changes:
-        changes["features"] = _feature_list(changes["features"])
-    if "feature_params" in changes:
-        merged = {k: dict(v) for k, v in base.feature_params.items()}
-        for name, params in changes["feature_params"].items():
-            merged.setdefault(name, {}).update(params)
-        changes["feature_params"] = merged
-    return dataclasses.replace(base, **changes) if changes else base
-
-
-class _Builder:
-    """One build run (state shared by the per-split loop)."""
-
-    def __init__(
-        self, cfg: BuildConfig, writer: Any, fmt: str, quiet: bool, own_workers: bool = False
-    ):
-        self.cfg = cfg
-        self.own_workers = own_workers
-        self.writer = writer
-        self.fmt = fmt
-        self.quiet = quiet
-        self.features = cfg.feature_records()
-        self.specs = tuple(
-            (name, get_feature(name).resolve(**cfg.feature_params.get(name, {})))
-            for name in cfg.features
-        )
-        self.audio_seconds = 0.0
-        self.t0 = time.perf_counter()
-        self.spare: dict[str, list[np.ndarray]] = {}  # shard buffers free for reuse
-
-    # -- one split -------------------------------------------------------------------------
-    def split(
-        self, split: str, utts: Sequence[Any], locate: Any, parallel: Any, bar: Any, summary: Any
-    ) -> tuple[dict[str, Any], list[list[str]]]:
-        cfg, writer = self.cfg, self.writer
-        size = cfg.shard_frames
-        journal = SplitJournal(writer.state_dir, split, fsync=cfg.fsync)
-        writes: _ShardWrites | None = None
-        try:
-            progress, records = journal.load()
-            if progress and progress.get("done"):
-                summary.skipped[split] = len(utts)
-                bar.update(len(utts))
-                return progress["record"], progress["quarantine"]
-            for rec, utt in zip(records, utts, strict=False):
-                if rec["utt_id"] != utt.utt_id:
-                    raise StoreError(
-                        journal.journal_path,
-                        f"journal holds {rec['utt_id']!r} where the manifest has "
-                        f"{utt.utt_id!r}; rebuild with --overwrite",
-                    )
-            done = len(records)
-            summary.skipped[split] = done
-            summary.written[split] = 0
-            summary.quarantined[split] = 0
-            bar.update(done)
-            ends = {f: int(progress["frames"][f]) for f in self.features} if progress else {}
-            ends = {f: ends.get(f, 0) for f in self.features}
-            acc = {
+        return cls(
+            records=tuple(records),
+            journal_bytes=progress["journal_bytes"],
+            ends={f: int(progress["frames"][f]) for f in features},
+            acc={
                 f: (
                     np.asarray(progress["acc"][f][0], dtype=np.float64),
                     np.asarray(progress["acc"][f][1], dtype=np.float64),
                 )
-                if progress
-                else (np.zeros(rec["n_bins"]), np.zeros(rec["n_bins"]))
-                for f, rec in self.features.items()
-            }
-            sinks, buffers = {}, {}
-            for f, rec in self.features.items():
-                sink = writer.sink(split, f, rec["n_bins"], cfg.chunk_frames, size)
-                base = ends[f] // size * size
-                prefix = sink.read(base, ends[f])
-                sink.truncate(ends[f])
-                sinks[f], buffers[f] = (
-                    sink,
-                    _ShardBuffer(base, prefix, rec["n_bins"], size, self.spare.setdefault(f, [])),
-                )
-            durable = dict(ends)
-            writes = _ShardWrites(sinks, durable)
-            state = {
-                "committed": done,
-                "journal_bytes": progress["journal_bytes"] if progress else 0,
-                "frames": dict(ends),
-            }
-            pending: deque = deque()
+                for f in features
+            },
+        )
 
-            def commit() -> None:
-                writes.poll()
-                advanced = False
-                while pending and all(pending[0][1][f] <= durable[f] for f in durable):
-                    pos, frame_ends, sums = pending.popleft()
-                    if sums is not None:
-                        for f, (s, q) in sums.items():
-                            np.add(acc[f][0], s, out=acc[f][0])
-                            np.add(acc[f][1], q, out=acc[f][1])
-                    state["committed"] += 1
-                    state["journal_bytes"] = pos
-                    state["frames"] = frame_ends
-                    advanced = True
-                if advanced:
-                    journal.commit(
-                        {
-                            **state,
-                            "acc": {f: [a[0].tolist(), a[1].tolist()] for f, a in acc.items()},
-                            "done": False,
-                        }
-                    )
 
-            tasks = []
-            for j in range(done, len(utts)):
-                path, error = locate(utts[j])
-                tasks.append(_Task(j, utts[j].utt_id, path, error))
-            batches = [tasks[i : i + cfg.batch_size] for i in range(0, len(tasks), cfg.batch_size)]
-            from joblib import delayed
+@dataclass(frozen=True)
+class _SplitResult:
+    """What extracting one split produced.
 
-            for batch in parallel(
-                delayed(_extract_batch)(b, self.specs, self.own_workers) for b in batches
-            ):
-                for res in batch:
-                    utt = utts[res["index"]]
-                    if res["status"] != "ok":
-                        if cfg.strict:
-                            raise AudioError(
-                                None,
-                                f"{split}/{utt.utt_id}: {res['reason']} "
-                                "(--strict: stopping at the first bad utterance)",
-                            )
-                        rec = {"utt_id": utt.utt_id, "status": "quarantined"}
-                        rec["reason"] = res["reason"]
-                        sums = None
-                        summary.quarantined[split] += 1
-                    else:
-                        rec = {
-                            "utt_id": utt.utt_id,
-                            "status": "ok",
-                            "n_frames": {f: len(res["feats"][f]) for f in self.features},
-                            "sha256": res["sha256"],
-                            "duration": res["duration"],
-                            "sample_rate": res["sample_rate"],
-                            "channels": res["channels"],
-                            "notes": res["notes"],
-                        }
-                        for f in self.features:
-                            rows = res["feats"][f]
-                            ends[f] += len(rows)
-                            buffers[f].add(rows, writes.submitter(f))
-                        sums = res["sums"]
-                        summary.written[split] += 1
-                        self.audio_seconds += res["duration"]
-                    records.append(rec)
-                    pending.append((journal.append(rec), dict(ends), sums))
-                    commit()
-                    bar.update(1)
-                elapsed = max(time.perf_counter() - self.t0, 1e-9)
-                bar.set_postfix_str(
-                    f"{self.audio_seconds / 3600 / elapsed:.3f} audio-h/s, "
-                    f"{self.audio_seconds / elapsed:.0f}x real time",
-                    refresh=False,
-                )
-            writes.close()
-            for f in self.features:
-                start, rows = buffers[f].rest()
-                if len(rows):
-                    sinks[f].write(start, rows)
-                sinks[f].finish(ends[f])
-                durable[f] = ends[f]
-                buffers[f].release()
-            commit()
-            if state["committed"] != len(utts):  # pragma: no cover - a bug
-                raise RuntimeError(f"{split}: committed {state['committed']} of {len(utts)}")
-            record, quarantine = self._finish_split(split, utts, records, acc, ends)
-            journal.commit({**state, "done": True, "record": record, "quarantine": quarantine})
-            return record, quarantine
+    Attributes
+    ----------
+    record : dict
+        The split's entry of the store metadata (``splits``).
+    quarantine : list of [split, utt_id, reason]
+        Its quarantined utterances.
+    skipped : int
+        Utterances committed by an earlier run.
+    written, quarantined : int or None
+        Utterances written/quarantined by this call; None when the split was already done.
+    """
+
+    record: dict[str, Any]
+    quarantine: list[list[str]]
+    skipped: int
+    written: int | None = None
+    quarantined: int | None = None
+
+
+def _check_journal(
+    journal: SplitJournal, records: Sequence[Mapping[str, Any]], utts: Sequence[Utterance]
+) -> None:
+    """The committed journal must list the manifest's utterances, in order."""
+    for rec, utt in zip(records, utts, strict=False):
+        if rec["utt_id"] != utt.utt_id:
+            raise StoreError(
+                journal.journal_path,
+                f"journal holds {rec['utt_id']!r} where the manifest has "
+                f"{utt.utt_id!r}; rebuild with --overwrite",
+            )
+
+
+class _SplitCommitter:
+    """Frames and journal of one split, committed in order once the data they cover is durable.
+
+    Every result is appended to the journal at once and its frames to the shard buffers; the
+    progress record moves past it only when every shard holding its rows has been written.
+
+    Parameters
+    ----------
+    journal : SplitJournal
+        The split's journal (opened by the caller, closed by the caller).
+    sinks : Mapping[str, sink]
+        Feature -> its frame array, truncated to ``start.ends``.
+    buffers : Mapping[str, _ShardBuffer]
+        Feature -> its current shard, holding the committed rows of that shard.
+    start : _SplitStart
+        The committed state the split resumes from.
+    """
+
+    def __init__(
+        self,
+        journal: SplitJournal,
+        sinks: Mapping[str, Any],
+        buffers: Mapping[str, _ShardBuffer],
+        start: _SplitStart,
+    ):
+        self.journal = journal
+        self.sinks = sinks
+        self.buffers = buffers
+        self.records = list(start.records)  # start stays what was committed before
+        self.ends = dict(start.ends)
+        self.acc = {f: (s.copy(), q.copy()) for f, (s, q) in start.acc.items()}
+        self.durable = dict(start.ends)
+        self.writes = _ShardWrites(sinks, self.durable)
+        self.state: dict[str, Any] = {
+            "committed": start.done,
+            "journal_bytes": start.journal_bytes,
+            "frames": dict(start.ends),
+        }
+        self.pending: deque[tuple[int, dict[str, int], dict[str, Any] | None]] = deque()
+
+    @property
+    def committed(self) -> int:
+        """Utterances of the split recorded in the progress record."""
+        return self.state["committed"]
+
+    def add(self, record: dict[str, Any], result: _Extracted | None) -> None:
+        """Append one utterance's journal record and (unless quarantined) its frames."""
+        sums = None
+        if result is not None:
+            for f, buffer in self.buffers.items():
+                rows = result.feats[f]
+                self.ends[f] += len(rows)
+                buffer.add(rows, self.writes.submitter(f))
+            sums = result.sums
+        self.records.append(record)
+        self.pending.append((self.journal.append(record), dict(self.ends), sums))
+        self.commit()
+
+    def commit(self) -> None:
+        """Record progress up to the last utterance whose rows are all written."""
+        self.writes.poll()
+        advanced = False
+        while self.pending and all(self.pending[0][1][f] <= self.durable[f] for f in self.durable):
+            pos, frame_ends, sums = self.pending.popleft()
+            if sums is not None:
+                for f, (s, q) in sums.items():
+                    np.add(self.acc[f][0], s, out=self.acc[f][0])
+                    np.add(self.acc[f][1], q, out=self.acc[f][1])
+            self.state["committed"] += 1
+            self.state["journal_bytes"] = pos
+            self.state["frames"] = frame_ends
+            advanced = True
+        if advanced:
+            acc = {f: [a[0].tolist(), a[1].tolist()] for f, a in self.acc.items()}
+            self.journal.commit({**self.state, "acc": acc, "done": False})
+
+    def flush(self) -> None:
+        """Write the last, partial shards, finish the arrays and commit everything."""
+        self.writes.close()
+        for f, buffer in self.buffers.items():
+            start, rows = buffer.rest()
+            if len(rows):
+                self.sinks[f].write(start, rows)
+            self.sinks[f].finish(self.ends[f])
+            self.durable[f] = self.ends[f]
+            buffer.release()
+        self.commit()
+
+    def mark_done(self, record: dict[str, Any], quarantine: list[list[str]]) -> None:
+        """Record the finished split (its metadata entry) in the progress record."""
+        self.journal.commit(
+            {**self.state, "done": True, "record": record, "quarantine": quarantine}
+        )
+
+    def abort(self) -> None:
+        """Stop the background writes (on errors too: no write may outlive the build call)."""
+        self.writes.abort()
+
+
+_Result = _Extracted | _Rejected
+_Dispatch = Callable[[list[list[_Task]]], Iterable[list[_Result]]]
+"""Runs batches of tasks on the workers; yields each batch's results, batches in order."""
+_Locate = Callable[[Utterance], tuple[str | None, str | None]]
+"""Utterance -> (audio path, None) or (None, why there is none)."""
+
+
+@dataclass
+class _Progress:
+    """The progress bar and the throughput it shows (audio of the whole call so far)."""
+
+    bar: Any
+    t0: float
+    audio_seconds: float = 0.0
+
+    def show_rate(self) -> None:
+        """Show audio hours per second and the real-time factor since ``t0``."""
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(
+            f"{self.audio_seconds / 3600 / elapsed:.3f} audio-h/s, "
+            f"{self.audio_seconds / elapsed:.0f}x real time",
+            refresh=False,
+        )
+
+
+class _SplitExtractor:
+    """Extracts the splits of one build, one after another.
+
+    Parameters
+    ----------
+    plan : _Plan
+        The build.
+    writer : ZarrWriter or Hdf5Writer
+        The open destination.
+    locate : callable
+        Finds each utterance's audio file (:func:`_locator`).
+    dispatch : callable
+        Runs batches of tasks on the workers, results in order.
+    progress : _Progress
+        Progress bar and throughput, shared by the splits.
+    """
+
+    def __init__(
+        self, plan: _Plan, writer: Any, locate: _Locate, dispatch: _Dispatch, progress: _Progress
+    ):
+        self.cfg = plan.cfg
+        self.writer = writer
+        self.features = plan.cfg.feature_records()
+        self.locate = locate
+        self.dispatch = dispatch
+        self.progress = progress
+        self.spare: dict[str, list[np.ndarray]] = {}  # shard buffers free for reuse
+
+    def split(self, split: str, utts: Sequence[Utterance]) -> _SplitResult:
+        """Extract (or resume, or skip when done) one split; commit it as done."""
+        journal = SplitJournal(self.writer.state_dir, split, fsync=self.cfg.fsync)
+        committer: _SplitCommitter | None = None
+        try:
+            progress, records = journal.load()
+            if progress and progress.get("done"):
+                self.progress.bar.update(len(utts))
+                return _SplitResult(progress["record"], progress["quarantine"], len(utts))
+            _check_journal(journal, records, utts)
+            start = _SplitStart.from_progress(progress, records, self.features)
+            self.progress.bar.update(start.done)
+            sinks, buffers = self._open_arrays(split, start.ends)
+            committer = _SplitCommitter(journal, sinks, buffers, start)
+            written, quarantined = self._extract_into(committer, split, utts, start.done)
+            committer.flush()
+            if committer.committed != len(utts):  # pragma: no cover - a bug
+                raise RuntimeError(f"{split}: committed {committer.committed} of {len(utts)}")
+            record, quarantine = self._write_index(split, utts, committer)
+            committer.mark_done(record, quarantine)
+            return _SplitResult(record, quarantine, start.done, written, quarantined)
         finally:
-            if writes is not None:  # on errors too: no write may outlive the build call
-                writes.pool.shutdown(wait=True, cancel_futures=True)
+            if committer is not None:
+                committer.abort()
             journal.close()
 
-    def _finish_split(
-        self,
-        split: str,
-        utts: Sequence[Any],
-        records: list[dict[str, Any]],
-        acc: dict[str, tuple[np.ndarray, np.ndarray]],
-        ends: dict[str, int],
+    def _open_arrays(
+        self, split: str, ends: Mapping[str, int]
+    ) -> tuple[dict[str, Any], dict[str, _ShardBuffer]]:
+        """Each feature's frame array cut back to ``ends``, and its current shard's buffer."""
+        size = self.cfg.shard_frames
+        sinks, buffers = {}, {}
+        for f, desc in self.features.items():
+            sink = self.writer.sink(split, f, desc["n_bins"], self.cfg.chunk_frames, size)
+            base = ends[f] // size * size
+            prefix = sink.read(base, ends[f])
+            sink.truncate(ends[f])
+            spare = self.spare.setdefault(f, [])
+            sinks[f] = sink
+            buffers[f] = _ShardBuffer(base, prefix, desc["n_bins"], size, spare)
+        return sinks, buffers
+
+    def _extract_into(
+        self, committer: _SplitCommitter, split: str, utts: Sequence[Utterance], first: int
+    ) -> tuple[int, int]:
+        """Extract ``utts[first:]`` into ``committer``; return (written, quarantined).
+
+        Raises
+        ------
+        AudioError
+            With ``strict``, the first bad utterance.
+        """
+        tasks = [_Task(j, *self.locate(utts[j])) for j in range(first, len(utts))]
+        size = self.cfg.batch_size
+        written = quarantined = 0
+        for batch in self.dispatch([tasks[i : i + size] for i in range(0, len(tasks), size)]):
+            for result in batch:
+                utt = utts[result.index]
+                if isinstance(result, _Rejected):
+                    if self.cfg.strict:
+                        raise AudioError(
+                            None,
+                            f"{split}/{utt.utt_id}: {result.reason} "
+                            "(--strict: stopping at the first bad utterance)",
+                        )
+                    record = {"utt_id": utt.utt_id, "status": "quarantined"}
+                    record["reason"] = result.reason
+                    committer.add(record, None)
+                    quarantined += 1
+                else:
+                    committer.add(_journal_record(utt, result, self.features), result)
+                    written += 1
+                    self.progress.audio_seconds += result.duration
+                self.progress.bar.update(1)
+            self.progress.show_rate()
+        return written, quarantined
+
+    def _write_index(
+        self, split: str, utts: Sequence[Utterance], committer: _SplitCommitter
     ) -> tuple[dict[str, Any], list[list[str]]]:
+        """Write the split's index; return its metadata record and quarantine rows."""
+        records = committer.records
         ok = [(r, u) for r, u in zip(records, utts, strict=True) if r["status"] == "ok"]
         quarantine = [[split, r["utt_id"], r["reason"]] for r in records if r["status"] != "ok"]
-        columns: dict[str, np.ndarray] = {
-            "utt_id": _str_column([u.utt_id for _, u in ok]),
-            "speaker": _str_column([u.speaker for _, u in ok]),
-            "system": _str_column([u.system for _, u in ok]),
-            "key": _str_column([u.key or "" for _, u in ok]),
-            "label": np.array([u.label for _, u in ok], dtype=np.int8),
-            "duration": np.array([r["duration"] for r, _ in ok], dtype=np.float64),
-            "sample_rate": np.array([r["sample_rate"] for r, _ in ok], dtype=np.int32),
-            "channels": np.array([r["channels"] for r, _ in ok], dtype=np.int16),
-            "notes": _str_column([r["notes"] for r, _ in ok]),
+        columns = _fixed_columns(ok)
+        extra_columns = _add_extra_columns(columns, [u for _, u in ok])
+        feature_records = {
+            f: _add_feature_columns(
+                columns, split, f, desc, ok, committer.acc[f], committer.ends[f]
+            )
+            for f, desc in self.features.items()
         }
-        extra_keys: list[str] = []
-        for _, u in ok:
-            for k in u.extra:
-                if k not in extra_keys:
-                    extra_keys.append(k)
-        extra_columns = {}
-        for k in extra_keys:
-            column = EXTRA_PREFIX + k
-            columns[column] = _str_column([str(u.extra.get(k, "")) for _, u in ok])
-            extra_columns[k if k not in FIXED_COLUMNS else f"extra_{k}"] = column
-        feature_records = {}
-        for f, desc in self.features.items():
-            n = np.array([r["n_frames"][f] for r, _ in ok], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if len(n) else n
-            columns[offset_column(f)] = offsets
-            columns[n_frames_column(f)] = n
-            digests = [r["sha256"][f] for r, _ in ok]
-            columns[sha256_column(f)] = _str_column(digests)
-            total = int(n.sum())
-            if total != ends[f]:  # pragma: no cover - a bug
-                raise RuntimeError(f"{split}/{f}: index has {total} frames, array {ends[f]}")
-            if total:
-                mean = acc[f][0] / total
-                std = np.sqrt(np.maximum(acc[f][1] / total - mean * mean, 0.0))
-            else:
-                mean, std = np.zeros(desc["n_bins"]), np.ones(desc["n_bins"])
-            feature_records[f] = {
-                "n_frames": total,
-                "n_bins": desc["n_bins"],
-                "sha256": split_checksum(digests),
-                "mean": mean.tolist(),
-                "std": std.tolist(),
-            }
         self.writer.write_index(split, columns)
         record = {
             "n_utterances": len(ok),
@@ -793,66 +1233,241 @@ class _Builder:
         return record, quarantine
 
 
+def _journal_record(
+    utt: Utterance, result: _Extracted, features: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The journal line of a written utterance (what its index row is made from)."""
+    return {
+        "utt_id": utt.utt_id,
+        "status": "ok",
+        "n_frames": {f: len(result.feats[f]) for f in features},
+        "sha256": result.sha256,
+        "duration": result.duration,
+        "sample_rate": result.sample_rate,
+        "channels": result.channels,
+        "notes": result.notes,
+    }
+
+
+_Written = Sequence[tuple[Mapping[str, Any], Utterance]]
+"""(journal record, utterance) of each written utterance of a split, in index order."""
+
+
+def _fixed_columns(ok: _Written) -> dict[str, np.ndarray]:
+    """The index columns every split has (:data:`FIXED_COLUMNS`), in that order."""
+    return {
+        "utt_id": _str_column([u.utt_id for _, u in ok]),
+        "speaker": _str_column([u.speaker for _, u in ok]),
+        "system": _str_column([u.system for _, u in ok]),
+        "key": _str_column([u.key or "" for _, u in ok]),
+        "label": np.array([u.label for _, u in ok], dtype=np.int8),
+        "duration": np.array([r["duration"] for r, _ in ok], dtype=np.float64),
+        "sample_rate": np.array([r["sample_rate"] for r, _ in ok], dtype=np.int32),
+        "channels": np.array([r["channels"] for r, _ in ok], dtype=np.int16),
+        "notes": _str_column([r["notes"] for r, _ in ok]),
+    }
+
+
+def _add_extra_columns(columns: dict[str, np.ndarray], utts: Sequence[Utterance]) -> dict[str, str]:
+    """Add a string column per other protocol field; return field -> column name.
+
+    Fields are in order of first appearance; a field named like a fixed column is listed as
+    ``extra_<name>``.
+    """
+    keys: list[str] = []
+    for u in utts:
+        for k in u.extra:
+            if k not in keys:
+                keys.append(k)
+    names = {}
+    for k in keys:
+        column = EXTRA_PREFIX + k
+        columns[column] = _str_column([str(u.extra.get(k, "")) for u in utts])
+        names[k if k not in FIXED_COLUMNS else f"extra_{k}"] = column
+    return names
+
+
+def _add_feature_columns(
+    columns: dict[str, np.ndarray],
+    split: str,
+    feature: str,
+    desc: Mapping[str, Any],
+    ok: _Written,
+    acc: tuple[np.ndarray, np.ndarray],
+    n_rows: int,
+) -> dict[str, Any]:
+    """Add the offset, n_frames and sha256 columns of ``feature``; return its split record.
+
+    The record holds the frame count, bins, split checksum and the feature's mean and
+    standard deviation per bin (from the float64 accumulators ``acc``).
+    """
+    n = np.array([r["n_frames"][feature] for r, _ in ok], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if len(n) else n
+    columns[offset_column(feature)] = offsets
+    columns[n_frames_column(feature)] = n
+    digests = [r["sha256"][feature] for r, _ in ok]
+    columns[sha256_column(feature)] = _str_column(digests)
+    total = int(n.sum())
+    if total != n_rows:  # pragma: no cover - a bug
+        raise RuntimeError(f"{split}/{feature}: index has {total} frames, array {n_rows}")
+    if total:
+        mean = acc[0] / total
+        std = np.sqrt(np.maximum(acc[1] / total - mean * mean, 0.0))
+    else:
+        mean, std = np.zeros(desc["n_bins"]), np.ones(desc["n_bins"])
+    return {
+        "n_frames": total,
+        "n_bins": desc["n_bins"],
+        "sha256": split_checksum(digests),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+    }
+
+
 def _str_column(values: Sequence[str]) -> np.ndarray:
     return np.array(values, dtype=str) if len(values) else np.empty(0, dtype="<U1")
 
 
-def split_checksum(digests: Iterable[str]) -> str:
-    """Checksum of a split's feature array: sha256 of its utterances' sha256 digests.
-
-    Parameters
-    ----------
-    digests : iterable of str
-        Hex sha256 of each utterance's float32 rows (C order, little endian), in index order.
-
-    Returns
-    -------
-    str
-        Hex sha256 of the concatenated raw digests.
-
-    Examples
-    --------
-    >>> split_checksum([])[:12]
-    'e3b0c44298fc'
-    """
-    h = hashlib.sha256()
-    for d in digests:
-        h.update(bytes.fromhex(d))
-    return h.hexdigest()
+# ============================================================================================
+# extract: the whole build
 
 
-def _lock_build(state_dir: Path, out: Path) -> Any:
-    """Refuse to run two builds of one store at once (a POSIX lock, freed when we exit).
+@dataclass(frozen=True)
+class _Extraction:
+    """Every split's result, and the seconds of audio this call decoded."""
 
-    ``lockf`` locks belong to the process: a build re-run in the same process after an
-    exception re-acquires it, another process gets a clear error, and a killed build
-    leaves no stale lock behind.
-    """
-    import fcntl
-
-    fh = open(state_dir / "lock", "a+")
-    try:
-        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise StoreError(
-            out, "another featstore build is writing this store right now; wait for it to end"
-        ) from None
-    return fh
+    splits: dict[str, _SplitResult]
+    audio_seconds: float
 
 
-def _locator(audio_root: str | os.PathLike) -> Any:
-    from featstore.manifests import AudioLocator
-
+def _locator(audio_root: str | os.PathLike) -> _Locate:
     locator = AudioLocator(audio_root)
 
-    def locate(utt: Any) -> tuple[str | None, str | None]:
+    def locate(utt: Utterance) -> tuple[str | None, str | None]:
         try:
             return os.fspath(locator.find(utt)), None
         except SpoofstoreError as exc:
             return None, str(exc)
 
     return locate
+
+
+def _extract(
+    plan: _Plan,
+    writer: Any,
+    audio_root: str | os.PathLike,
+    *,
+    quiet: bool,
+    backend: str,
+    scheduler: str | None,
+) -> _Extraction:
+    """Extract every split of the plan into the open ``writer``, in order."""
+    from joblib import Parallel, delayed  # heavy: loaded when a build runs, not on import
+    from tqdm import tqdm
+
+    cfg = plan.cfg
+    # loky with several jobs runs batches in worker processes this build starts; with one
+    # job they run here, in the caller's process, and Dask workers are the user's
+    own_workers = backend == "loky" and cfg.jobs != 1
+    specs = tuple(
+        (name, get_feature(name).resolve(**cfg.feature_params.get(name, {})))
+        for name in cfg.features
+    )
+    t0 = time.perf_counter()
+    # workers of a remote Dask cluster do not share our working directory
+    locate = _locator(os.path.abspath(audio_root) if scheduler else audio_root)
+    splits: dict[str, _SplitResult] = {}
+    with (
+        parallel_backend(backend, cfg.jobs, scheduler),
+        tqdm(
+            total=plan.n_utterances,
+            unit="utt",
+            desc="featstore build",
+            disable=quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        ) as bar,
+        Parallel(
+            n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
+        ) as parallel,
+    ):
+
+        def dispatch(batches: list[list[_Task]]) -> Iterable[list[_Result]]:
+            return parallel(delayed(_extract_batch)(b, specs, own_workers) for b in batches)
+
+        progress = _Progress(bar, t0)
+        extractor = _SplitExtractor(plan, writer, locate, dispatch, progress)
+        for split, utts in plan.splits.items():
+            splits[split] = extractor.split(split, utts)
+    return _Extraction(splits, progress.audio_seconds)
+
+
+# ============================================================================================
+# finalise
+
+
+def _finalise(
+    writer: Any, plan: _Plan, build_record: Mapping[str, Any], extraction: _Extraction
+) -> None:
+    """Write the complete store's metadata, then remove the build state."""
+    cfg = plan.cfg
+    metadata = {
+        **plan.base_metadata(),
+        "complete": True,
+        "config": cfg.fingerprint_record(plan.fmt),
+        "features": cfg.feature_records(),
+        "chunk_frames": cfg.chunk_frames,
+        "shard_frames": cfg.shard_frames,
+        "versions": _versions(plan.fmt),
+        "created": build_record["created"],
+        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+        "splits": {split: r.record for split, r in extraction.splits.items()},
+        "quarantine": _quarantine(extraction),
+    }
+    writer.finish(metadata)
+    if writer.state_dir.is_dir():
+        shutil.rmtree(writer.state_dir)
+
+
+def _quarantine(extraction: _Extraction) -> list[list[str]]:
+    return [q for r in extraction.splits.values() for q in r.quarantine]
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    names = ["spoofstore", "numpy", "numba", "zarr" if fmt == "zarr" else "h5py"]
+    names += ["soundfile", "soxr", "librosa", "joblib"]
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _summary(plan: _Plan, extraction: _Extraction, t0: float) -> BuildSummary:
+    summary = BuildSummary(out=os.fspath(plan.out), format=plan.fmt)
+    for split, r in extraction.splits.items():
+        summary.skipped[split] = r.skipped
+        if r.written is not None and r.quarantined is not None:
+            summary.written[split] = r.written
+            summary.quarantined[split] = r.quarantined
+    summary.quarantine = [tuple(q) for q in _quarantine(extraction)]
+    summary.audio_seconds = extraction.audio_seconds
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _noop_summary(plan: _Plan, metadata: Mapping[str, Any], t0: float) -> BuildSummary:
+    return BuildSummary(
+        out=os.fspath(plan.out),
+        format=plan.fmt,
+        skipped={s: int(r["n_utterances"]) for s, r in metadata["splits"].items()},
+        noop=True,
+        quarantine=[tuple(q) for q in metadata.get("quarantine", [])],
+        wall_seconds=time.perf_counter() - t0,
+    )
 
 
 def build(
@@ -933,176 +1548,62 @@ def build(
     >>> summary.written  # doctest: +SKIP
     {'dev': 24844, 'eval': 71237, 'train': 25380}
     """
-    from featstore.manifests import read_manifest
-
     if is_remote(out):  # stage locally, then upload (featstore.remote)
-        from featstore.remote import build_to_url
-
-        if format == "hdf5" or detect_format(out) == "hdf5":
-            raise StoreError(out, "stores at URLs are Zarr only; use a .zarr URL")
-
-        def build_local(path: Path, overwrite_local: bool) -> BuildSummary:
-            return build(
-                manifest, audio_root, path, features, jobs, format=format, config=config,
-                feature_params=feature_params, batch_size=batch_size,
-                chunk_frames=chunk_frames, shard_frames=shard_frames, strict=strict,
-                fsync=fsync, overwrite=overwrite_local, quiet=quiet, backend=backend,
-                scheduler=scheduler,
-            )  # fmt: skip
-
-        return build_to_url(os.fspath(out), build_local, cache_dir=cache_dir, overwrite=overwrite)
+        local_build = functools.partial(
+            build, manifest, audio_root, features=features, jobs=jobs, format=format,
+            config=config, feature_params=feature_params, batch_size=batch_size,
+            chunk_frames=chunk_frames, shard_frames=shard_frames, strict=strict, fsync=fsync,
+            quiet=quiet, backend=backend, scheduler=scheduler,
+        )  # fmt: skip
+        return _build_at_url(out, format, local_build, cache_dir=cache_dir, overwrite=overwrite)
     t0 = time.perf_counter()
-    cfg = _resolve_config(
-        config,
-        {
-            "features": features,
-            "jobs": jobs,
-            "format": format,
-            "feature_params": feature_params,
-            "batch_size": batch_size,
-            "chunk_frames": chunk_frames,
-            "shard_frames": shard_frames,
-            "strict": strict,
-            "fsync": fsync,
-        },
-    )
-    out_path = local_path(out)  # file:// URLs too
-    fmt = cfg.format or detect_format(out_path)
-    utterances = read_manifest(manifest)
-    plan: dict[str, list[Any]] = {}
-    for u in utterances:
-        plan.setdefault(u.split, []).append(u)
-    plan = {split: plan[split] for split in sorted(plan)}
-    digest = _manifest_digest(plan)
-    fingerprint = cfg.fingerprint(fmt)
-    writer = _make_writer(out_path, fmt, cfg.fsync)
-    summary = BuildSummary(out=os.fspath(out_path), format=fmt)
-
-    existing = writer.complete_metadata()
-    build_json = writer.state_dir / "build.json"
-    previous = read_json(build_json) if writer.state_dir.is_dir() else None
-    if existing is None and previous is None and writer.state_dir.is_dir():
-        import shutil  # killed before build.json was written: nothing was committed
-
-        shutil.rmtree(writer.state_dir)
-    if overwrite and (existing or previous or writer.is_store()):
-        writer.remove()
-        existing = previous = None
-    if existing is not None:
-        if existing.get("fingerprint") != fingerprint:
-            raise StoreError(
-                out_path,
-                "exists and was built with a different configuration (fingerprint "
-                f"{str(existing.get('fingerprint'))[:12]}, this build {fingerprint[:12]}); "
-                "use --overwrite to replace it",
-            )
-        if existing.get("manifest_digest") != digest:
-            raise StoreError(
-                out_path,
-                "exists and was built from a different manifest; use --overwrite to replace it",
-            )
-        if writer.state_dir.is_dir():  # left over from a run killed after its last step
-            import shutil
-
-            shutil.rmtree(writer.state_dir)
-        summary.noop = True
-        summary.skipped = {s: int(r["n_utterances"]) for s, r in existing["splits"].items()}
-        summary.quarantine = [tuple(q) for q in existing.get("quarantine", [])]
-        summary.wall_seconds = time.perf_counter() - t0
-        return summary
-    if previous is not None:
-        if previous.get("fingerprint") != fingerprint or previous.get("manifest_digest") != digest:
-            what = "configuration" if previous.get("fingerprint") != fingerprint else "manifest"
-            raise StoreError(
-                out_path,
-                f"holds an unfinished build with a different {what}; re-run that build to "
-                "finish it, or use --overwrite to start over",
-            )
-    elif writer.exists():
-        if writer.is_store():
-            raise StoreError(
-                out_path, "holds an unfinished store without its build state; use --overwrite"
-            )
-        raise StoreError(
-            out_path,
-            "exists and is not a spoofstore feature store; refusing to touch it "
-            "(choose another --out or remove it yourself)",
-        )
-
-    base_meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "complete": False,
-        "fingerprint": fingerprint,
-        "manifest_digest": digest,
+    overrides = {
+        "features": features,
+        "jobs": jobs,
+        "format": format,
+        "feature_params": feature_params,
+        "batch_size": batch_size,
+        "chunk_frames": chunk_frames,
+        "shard_frames": shard_frames,
+        "strict": strict,
+        "fsync": fsync,
     }
-    if previous is None:
-        writer.state_dir.mkdir(parents=True, exist_ok=True)
-        previous = {
-            **base_meta,
-            "config": cfg.fingerprint_record(fmt),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        write_json_atomic(build_json, previous, fsync=cfg.fsync)
-    lock = _lock_build(writer.state_dir, out_path)
-    try:  # released on errors too, not whenever a traceback holding it is collected
-        writer.open(base_meta)
+    plan = _plan(manifest, out, _resolve_config(config, overrides))
+    writer = _make_writer(plan.out, plan.fmt, plan.cfg.fsync)
+    state = _reconcile(writer, plan, overwrite)
+    if state.status is _StoreStatus.CONFLICT:
+        raise StoreError(plan.out, state.conflict)
+    if state.status is _StoreStatus.COMPLETE:
+        return _noop_summary(plan, state.metadata, t0)
+    build_record = _start_build_record(writer, plan, state)
+    with _build_lock(writer.state_dir, plan.out):
+        writer.open(plan.base_metadata())
+        extraction = _extract(
+            plan, writer, audio_root, quiet=quiet, backend=backend, scheduler=scheduler
+        )
+        _finalise(writer, plan, build_record, extraction)
+    return _summary(plan, extraction, t0)
 
-        # loky with several jobs runs batches in worker processes this build starts; with
-        # one job they run here, in the caller's process, and Dask workers are the user's
-        own_workers = backend == "loky" and cfg.jobs != 1
-        builder = _Builder(cfg, writer, fmt, quiet, own_workers)
-        # workers of a remote Dask cluster do not share our working directory
-        locate = _locator(os.path.abspath(audio_root) if scheduler else audio_root)
-        split_records: dict[str, Any] = {}
-        quarantine: list[list[str]] = []
-        from joblib import Parallel
-        from tqdm import tqdm
 
-        total = sum(len(v) for v in plan.values())
-        from featstore.parallel import parallel_backend
+def _build_at_url(
+    url: str | os.PathLike,
+    format: str | None,
+    local_build: Callable[..., BuildSummary],
+    *,
+    cache_dir: str | os.PathLike | None,
+    overwrite: bool,
+) -> BuildSummary:
+    """Build into a local staging store with ``local_build(out=..., overwrite=...)``, upload it.
 
-        with (
-            parallel_backend(backend, cfg.jobs, scheduler),
-            tqdm(
-                total=total,
-                unit="utt",
-                desc="featstore build",
-                disable=quiet,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                mininterval=0.5,
-            ) as bar,
-            Parallel(
-                n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
-            ) as parallel,
-        ):
-            for split, utts in plan.items():
-                record, q = builder.split(split, utts, locate, parallel, bar, summary)
-                split_records[split] = record
-                quarantine.extend(q)
+    Raises
+    ------
+    StoreError
+        ``url`` names an HDF5 store (stores at URLs are Zarr only).
+    """
+    if format == "hdf5" or detect_format(url) == "hdf5":
+        raise StoreError(url, "stores at URLs are Zarr only; use a .zarr URL")
 
-        metadata = {
-            **base_meta,
-            "complete": True,
-            "config": cfg.fingerprint_record(fmt),
-            "features": builder.features,
-            "chunk_frames": cfg.chunk_frames,
-            "shard_frames": cfg.shard_frames,
-            "versions": _versions(fmt),
-            "created": previous["created"],
-            "completed": datetime.now(UTC).isoformat(timespec="seconds"),
-            "splits": split_records,
-            "quarantine": quarantine,
-        }
-        writer.finish(metadata)
-        if writer.state_dir.is_dir():
-            import shutil
+    def run(path: Path, overwrite_local: bool) -> BuildSummary:
+        return local_build(out=path, overwrite=overwrite_local)
 
-            shutil.rmtree(writer.state_dir)
-    finally:
-        lock.close()
-    summary.quarantine = [tuple(q) for q in quarantine]
-    summary.audio_seconds = builder.audio_seconds
-    summary.wall_seconds = time.perf_counter() - t0
-    return summary
+    return build_to_url(os.fspath(url), run, cache_dir=cache_dir, overwrite=overwrite)

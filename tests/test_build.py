@@ -12,11 +12,12 @@ import soundfile as sf
 from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
 
 import featstore
-from featstore.build import BuildConfig, BuildSummary, split_checksum
+from featstore.build import BuildConfig, BuildSummary
 from featstore.errors import AudioError, FeatureError, LocatedError, ManifestError, StoreError
 from featstore.features.registry import compute_feature
 from featstore.store import open_store
 from featstore.store.inspect import verify_store
+from featstore.store.layout import split_checksum
 
 SMALL = {"chunk_frames": 32, "shard_frames": 128}
 
@@ -51,6 +52,26 @@ def test_summary_and_rerun_is_noop(corpus: Path, clean_store: Path) -> None:
     assert isinstance(again, BuildSummary) and again.noop
     assert again.skipped == {"dev": 5, "train": 8}
     assert "already complete" in str(again) and "nothing to do" in str(again)
+
+
+def test_reconcile_states(corpus: Path, clean_store: Path, tmp_path: Path) -> None:
+    from featstore.build import _make_writer, _plan, _reconcile, _resolve_config, _StoreStatus
+
+    def state(out: Path, overwrite: bool = False, **overrides):
+        plan = _plan(corpus / "protocols", out, _resolve_config(None, {**SMALL, **overrides}))
+        return _reconcile(_make_writer(plan.out, plan.fmt, False), plan, overwrite)
+
+    assert state(tmp_path / "new.zarr").status is _StoreStatus.FRESH
+    done = state(clean_store)
+    assert done.status is _StoreStatus.COMPLETE and done.metadata["complete"]
+    other = state(clean_store, features="mgd")
+    assert other.status is _StoreStatus.CONFLICT
+    assert "different configuration" in other.conflict
+    (tmp_path / "junk.zarr").mkdir()
+    (tmp_path / "junk.zarr" / "notes.txt").write_text("mine")
+    junk = state(tmp_path / "junk.zarr")
+    assert junk.status is _StoreStatus.CONFLICT and "not a spoofstore" in junk.conflict
+    assert (tmp_path / "junk.zarr" / "notes.txt").exists()  # refused, not touched
 
 
 def test_different_config_is_refused_then_overwritten(corpus: Path, tmp_path: Path) -> None:
@@ -310,12 +331,41 @@ def test_config_validation() -> None:
     assert record["features"]["mgd"]["n_bins"] == 257
 
 
+def test_invalid_config_values_raise_config_error() -> None:
+    from featstore.errors import ConfigError
+
+    for bad in ({"jobs": 0}, {"batch_size": 0}, {"format": "npy"}, {"features": ()}):
+        with pytest.raises(ConfigError):
+            BuildConfig(**bad)
+    with pytest.raises(ConfigError, match="listed twice"):
+        BuildConfig(features=("mgd", "mgd"))
+    with pytest.raises(ConfigError, match="multiple of chunk_frames"):
+        BuildConfig(chunk_frames=100, shard_frames=250)
+
+
 def test_split_checksum_is_sha256_of_digests() -> None:
     import hashlib
 
     d = [hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()]
     expected = hashlib.sha256(bytes.fromhex(d[0]) + bytes.fromhex(d[1])).hexdigest()
     assert split_checksum(d) == expected
+
+
+def test_store_layer_does_not_import_the_build_layer() -> None:
+    import ast
+
+    store_dir = Path(featstore.__file__).parent / "store"
+    offenders = []
+    for path in sorted(store_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("featstore.build")]
+    assert offenders == []
 
 
 def test_featstore_build_attribute_stays_the_function() -> None:

@@ -191,7 +191,7 @@ def verify_store(location: str | os.PathLike) -> list[str]:
     list of str
         One line per problem, naming split, feature and utterance/rows.
     """
-    from featstore.build import split_checksum
+    from featstore.store.layout import split_checksum
 
     problems: list[str] = []
     try:

@@ -15,7 +15,9 @@ in one place.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,27 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any]:
             "re-run the same `featstore build` command to finish it",
         )
     return meta
+
+
+def split_checksum(digests: Iterable[str]) -> str:
+    """Checksum of a split's feature array: sha256 of its utterances' sha256 digests.
+
+    Parameters
+    ----------
+    digests : iterable of str
+        Hex sha256 of each utterance's float32 rows (C order, little endian), in index order.
+
+    Returns
+    -------
+    str
+        Hex sha256 of the concatenated raw digests.
+
+    Examples
+    --------
+    >>> split_checksum([])[:12]
+    'e3b0c44298fc'
+    """
+    h = hashlib.sha256()
+    for d in digests:
+        h.update(bytes.fromhex(d))
+    return h.hexdigest()
