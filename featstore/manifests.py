@@ -20,8 +20,8 @@ ignored; ``-`` means "none"). The split is the one in the file name unless said 
   - DF, 13 columns ``SPEAKER TRIAL CODEC SOURCE ATTACK KEY TRIM SUBSET VOCODER TASK TEAM
     GENDER_PAIR LANGUAGE`` (the first 8 alone also accepted, as in the stage-1 keys; one
     file uses one layout);
-  - PA, 12 columns ``SPEAKER TRIAL ASV_ROOM ASV_MIC ASV_DISTANCE ATTACKER_ROOM ATTACKER_MIC
-    REPLAY_DEVICE ATTACKER_DISTANCE KEY TRIM SUBSET``.
+  - PA, 12 columns ``SPEAKER TRIAL ASV_ROOM ASV_MIC DIS_TO_ASV ATT_ROOM ATT_MIC ATT_D
+    ATT_TO_SPK KEY TRIM SUBSET`` (the eval package's names).
 - ``ASVspoof2021.{LA,DF,PA}.cm.eval.trl.txt``: trial ids only, 1 column; key ``None``.
 - ``ASVspoof2017_V2_{train.trn,dev.trl,eval.trl}.txt``, 7 columns
   ``FILE KEY SPEAKER PHRASE ENVIRONMENT PLAYBACK RECORDING``; ``T_1000001.wav`` becomes
@@ -34,24 +34,24 @@ ignored; ``-`` means "none"). The split is the one in the file name unless said 
   ``extra["environment"]``): ``NAME.cm.SPLIT.{trn,trl}.txt`` for any split name, and
   ``{train,dev,eval,test}[.trn|.trl].txt``.
 
-Where the layouts come from: the ASVspoof 2019 LA/PA READMEs; the ASVspoof 2021
-``eval-package`` (``config.py`` column names ``p_names`` and the meta-label notes of its
-README in github.com/asvspoof-challenge/2021); the ASVspoof 2017 V2 protocol README (file,
-key, speaker, phrase, environment, playback device, recording device); the ASVspoof 5
-database README (``ASVspoof5.*.tsv`` "space-separated", 10 columns) and the phase-1/2
-challenge baselines (6-column ``*.metadata.txt``).
+The layouts (columns, key column, attack rule) are described once, in
+:mod:`featstore.asvspoof_formats`, which also says where they come from; this module adds
+the file names, the checks and the records.
 
 Mapping to :class:`Utterance`:
 
-- ``system`` is the attack id, ``-`` for bona fide (``bonafide`` in an attack column becomes
-  ``-``). ASVspoof 2021 PA has no attack id; like 2019 PA's two-letter ``AA`` (attacker-to-
-  talker distance, replay device) it is built as ``ATTACKER_DISTANCE + REPLAY_DEVICE``
-  (``c4s4``). ASVspoof 2017 uses the replay configuration ``ENVIRONMENT-PLAYBACK-RECORDING``
-  (``E01-P01-R01``).
-- Every other column is kept in ``extra`` under a lower-case name (the names above; 2021
-  columns are renamed from the eval-package's ``trans``/``compr``/``att_d``/... to
-  self-explaining names, listed in :data:`EXTRA_COLUMNS`). Within one format every record has
-  the same ``extra`` keys.
+- ``system`` is the attack id (:func:`featstore.asvspoof_formats.attack_id`), ``-`` for bona
+  fide (``bonafide`` in an attack column becomes ``-``). ASVspoof 2021 PA has no attack id;
+  like 2019 PA's two-letter ``AA`` (attacker-to-talker distance, replay device) it is built
+  as ``ATT_TO_SPK + ATT_D`` (``c4s4``). ASVspoof 2017 uses the replay configuration
+  ``ENVIRONMENT-PLAYBACK-RECORDING`` (``E01-P01-R01``).
+- Every other column is kept in ``extra`` under a lower-case name, listed in
+  :data:`EXTRA_COLUMNS`: the layout's column name, except where feature stores have always
+  named it otherwise (:attr:`~featstore.asvspoof_formats.KeyLayout.store_names`: 2019's
+  ``env`` is ``environment``; 2021 PA's ``dis_to_asv``, ``att_room``, ``att_mic``, ``att_d``
+  and ``att_to_spk`` are ``asv_distance``, ``attacker_room``, ``attacker_mic``,
+  ``replay_device`` and ``attacker_distance``). Within one format every record has the same
+  ``extra`` keys.
 - ASVspoof 2021 keys hold eval, progress and hidden trials in one file: all get split
   ``"eval"`` (they are one set of audio, ``ASVspoof2021_*_eval``); the original subset is kept
   in ``extra["subset"]``, so downstream code can select it.
@@ -73,8 +73,21 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
+from types import MappingProxyType
 
+from featstore.asvspoof_formats import (
+    BONAFIDE,
+    CM_KEYS,
+    KEY_LAYOUTS,
+    NO_VALUE,
+    SPEAKER,
+    SPOOF,
+    UTT,
+    KeyLayout,
+    attack_id,
+)
 from featstore.errors import AudioError, ManifestError
 
 __all__ = [
@@ -93,50 +106,15 @@ __all__ = [
     "read_protocol",
 ]
 
-KEYS = ("bonafide", "spoof")
+KEYS = CM_KEYS
 """The key values of a record (``None`` when a protocol has no key)."""
 
 SPLIT_ORDER = ("train", "dev", "eval")
 """Splits in this order first; any other split name follows alphabetically."""
 
-EXTRA_COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "asvspoof2019-la": (),
-    "asvspoof2019-pa": ("environment",),
-    "asvspoof2021-la": ("codec", "transmission", "trim", "subset"),
-    "asvspoof2021-df": (
-        "codec",
-        "source",
-        "trim",
-        "subset",
-        "vocoder",
-        "task",
-        "team",
-        "gender_pair",
-        "language",
-    ),
-    "asvspoof2021-df-short": ("codec", "source", "trim", "subset"),
-    "asvspoof2021-pa": (
-        "asv_room",
-        "asv_mic",
-        "asv_distance",
-        "attacker_room",
-        "attacker_mic",
-        "replay_device",
-        "attacker_distance",
-        "trim",
-        "subset",
-    ),
-    "asvspoof2021-list": (),
-    "asvspoof2017": (
-        "phrase",
-        "environment",
-        "playback_device",
-        "recording_device",
-    ),
-    "asvspoof5": ("gender", "codec", "codec_q", "codec_seed", "attack_tag", "tmp"),
-    "asvspoof5-metadata": ("gender", "codec"),
-    "cm": ("environment",),
-}
+EXTRA_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {layout.name: layout.store_columns for layout in KEY_LAYOUTS.values() if layout.protocol}
+)
 """``extra`` keys of each format, in column order."""
 
 _UNSAFE_ID = re.compile(r"[/\\:\x00]")
@@ -185,9 +163,9 @@ class Utterance:
     @property
     def label(self) -> int:
         """1 for bona fide, 0 for spoof, -1 when unknown (no key)."""
-        if self.key == "bonafide":
+        if self.key == BONAFIDE:
             return 1
-        if self.key == "spoof":
+        if self.key == SPOOF:
             return 0
         return -1
 
@@ -201,150 +179,97 @@ Row = tuple[str, str, str, str | None, tuple[str, ...]]
 
 @dataclass(frozen=True)
 class _Format:
-    """A protocol format: how to turn one line's columns into a record."""
+    """A protocol format: its layouts by column count, and how to parse a line of each."""
 
-    name: str
-    title: str  # for messages: "ASVspoof 2019 LA"
-    layout: str  # for messages: "SPEAKER UTT - SYSTEM KEY"
+    layout: KeyLayout  # the canonical layout; its title and heading go into messages
     n_columns: tuple[int, ...]  # accepted column counts (first is the canonical one)
-    parse: Callable[[list[str], str, int], Row]
+    parsers: Mapping[int, Callable[[list[str], str, int], Row]]  # column count -> parser
     extra: Mapping[int, tuple[str, ...]]  # column count -> names of the extra values
 
 
-def _key(value: str, path: str, line: int, genuine: bool = False) -> str:
+_PLACEHOLDER_HINTS = {"asvspoof2019-la": " (a PA protocol? name it ASVspoof2019.PA.cm.*.txt)"}
+
+
+def _parse_key(value: str, layout: KeyLayout, path: str, line: int) -> str:
     if value in KEYS:
         return value
-    if genuine and value == "genuine":
-        return "bonafide"
-    expected = "'genuine' or 'spoof'" if genuine else "'bonafide' or 'spoof'"
+    if value == layout.bonafide_label:
+        return BONAFIDE
+    expected = f"{layout.bonafide_label!r} or {SPOOF!r}"
     raise ManifestError(path, f"unknown key {value!r}; expected {expected}", line=line)
 
 
-def _attack(value: str) -> str:
-    return "-" if value == "bonafide" else value
+def _check_placeholders(
+    layout: KeyLayout, c: list[str], at: tuple[int, ...], path: str, line: int
+) -> None:
+    for i in at:
+        if c[i] != NO_VALUE:
+            raise ManifestError(
+                path,
+                f"column {i + 1} of an {layout.title} protocol must be '-', got {c[i]!r}"
+                + _PLACEHOLDER_HINTS.get(layout.name, ""),
+                line=line,
+            )
 
 
-def _parse_2019_la(c: list[str], path: str, line: int) -> Row:
-    if c[2] != "-":
-        raise ManifestError(
-            path,
-            f"column 3 of an ASVspoof 2019 LA protocol must be '-', got {c[2]!r} "
-            "(a PA protocol? name it ASVspoof2019.PA.cm.*.txt)",
-            line=line,
-        )
-    return c[1], c[0], c[3], _key(c[4], path, line), ()
-
-
-def _parse_5col_env(c: list[str], path: str, line: int) -> Row:
-    return c[1], c[0], c[3], _key(c[4], path, line), (c[2],)
-
-
-def _parse_2021_la(c: list[str], path: str, line: int) -> Row:
-    return c[1], c[0], _attack(c[4]), _key(c[5], path, line), (c[2], c[3], c[6], c[7])
-
-
-def _parse_2021_df(c: list[str], path: str, line: int) -> Row:
-    key = _key(c[5], path, line)
-    return c[1], c[0], _attack(c[4]), key, (c[2], c[3], c[6], c[7], *c[8:])
-
-
-def _parse_2021_pa(c: list[str], path: str, line: int) -> Row:
-    key = _key(c[9], path, line)
-    if key == "bonafide" or (c[7] == "-" and c[8] == "-"):
-        system = "-"
-    else:
-        system = c[8] + c[7]  # attacker-to-talker distance + replay device, like 2019's "AA"
-    return c[1], c[0], system, key, (*c[2:9], c[10], c[11])
-
-
-def _parse_id_list(c: list[str], path: str, line: int) -> Row:
-    return c[0], "-", "-", None, ()
-
-
-def _parse_2017(c: list[str], path: str, line: int) -> Row:
-    utt = c[0]
-    for ext in (".wav", ".flac"):
+def _strip_suffix(utt: str, suffixes: tuple[str, ...]) -> str:
+    for ext in suffixes:
         if utt.lower().endswith(ext):
-            utt = utt[: -len(ext)]
-            break
-    key = _key(c[1], path, line, genuine=True)
-    if key == "bonafide" or c[4] == c[5] == c[6] == "-":
-        system = "-"
-    else:
-        system = f"{c[4]}-{c[5]}-{c[6]}"  # replay configuration: environment-playback-recording
-    return utt, c[2], system, key, (c[3], c[4], c[5], c[6])
+            return utt[: -len(ext)]
+    return utt
 
 
-def _parse_asvspoof5(c: list[str], path: str, line: int) -> Row:
-    key = _key(c[8], path, line)
-    return c[1], c[0], _attack(c[7]), key, (c[2], c[3], c[4], c[5], c[6], c[9])
+def _getter(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """``c -> tuple(c[i] for i in indices)``, fast."""
+    if len(indices) > 1:
+        return itemgetter(*indices)
+    if indices:
+        (i,) = indices
+        return lambda c: (c[i],)
+    return lambda c: ()
 
 
-def _parse_asvspoof5_metadata(c: list[str], path: str, line: int) -> Row:
-    return c[1], c[0], _attack(c[4]), _key(c[5], path, line), (c[2], c[3])
+def _row_parser(layout: KeyLayout) -> Callable[[list[str], str, int], Row]:
+    """A function turning one line's columns into a :data:`Row`, as ``layout`` says."""
+    at = layout.columns.index
+    utt_at = at(UTT)
+    speaker_at = at(SPEAKER) if SPEAKER in layout.columns else None
+    key_at = layout.key_column
+    attack_parts = _getter(tuple(map(at, layout.attack))) if layout.attack else None
+    others = _getter(tuple(map(at, layout.other_columns)))
+    placeholders = tuple(i for i, name in enumerate(layout.columns) if name == NO_VALUE)
+    suffixes, separator = layout.utt_suffixes, layout.attack_separator
+
+    def parse(c: list[str], path: str, line: int) -> Row:
+        if placeholders:
+            _check_placeholders(layout, c, placeholders, path, line)
+        utt = _strip_suffix(c[utt_at], suffixes) if suffixes else c[utt_at]
+        key = None if key_at is None else c[key_at]
+        if key is not None and key not in KEYS:
+            key = _parse_key(key, layout, path, line)
+        system = NO_VALUE if attack_parts is None else attack_id(attack_parts(c), key, separator)
+        speaker = NO_VALUE if speaker_at is None else c[speaker_at]
+        return utt, speaker, system, key, others(c)
+
+    return parse
 
 
-def _fmt(name: str, title: str, layout: str, n: int, parse, *variants: tuple[int, str]) -> _Format:
-    extra = {n: tuple(EXTRA_COLUMNS[name])}
-    extra.update({m: tuple(EXTRA_COLUMNS[other]) for m, other in variants})
-    return _Format(name, title, layout, (n, *(m for m, _ in variants)), parse, extra)
-
-
-_FORMATS: dict[str, _Format] = {
-    f.name: f
-    for f in (
-        _fmt("asvspoof2019-la", "ASVspoof 2019 LA", "SPEAKER UTT - SYSTEM KEY", 5, _parse_2019_la),
-        _fmt(
-            "asvspoof2019-pa", "ASVspoof 2019 PA", "SPEAKER UTT ENV ATTACK KEY", 5, _parse_5col_env
-        ),
-        _fmt(
-            "asvspoof2021-la",
-            "ASVspoof 2021 LA keys",
-            "SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM SUBSET",
-            8,
-            _parse_2021_la,
-        ),
-        _fmt(
-            "asvspoof2021-df",
-            "ASVspoof 2021 DF keys",
-            "SPEAKER TRIAL CODEC SOURCE ATTACK KEY TRIM SUBSET VOCODER TASK TEAM "
-            "GENDER_PAIR LANGUAGE",
-            13,
-            _parse_2021_df,
-            (8, "asvspoof2021-df-short"),
-        ),
-        _fmt(
-            "asvspoof2021-pa",
-            "ASVspoof 2021 PA keys",
-            "SPEAKER TRIAL ASV_ROOM ASV_MIC ASV_DISTANCE ATTACKER_ROOM ATTACKER_MIC "
-            "REPLAY_DEVICE ATTACKER_DISTANCE KEY TRIM SUBSET",
-            12,
-            _parse_2021_pa,
-        ),
-        _fmt("asvspoof2021-list", "ASVspoof 2021 trial list", "TRIAL", 1, _parse_id_list),
-        _fmt(
-            "asvspoof2017",
-            "ASVspoof 2017 V2",
-            "FILE KEY SPEAKER PHRASE ENVIRONMENT PLAYBACK RECORDING",
-            7,
-            _parse_2017,
-        ),
-        _fmt(
-            "asvspoof5",
-            "ASVspoof 5",
-            "SPEAKER FLAC_FILE GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP",
-            10,
-            _parse_asvspoof5,
-        ),
-        _fmt(
-            "asvspoof5-metadata",
-            "ASVspoof 5 (challenge metadata)",
-            "SPEAKER FLAC_FILE GENDER CODEC ATTACK KEY",
-            6,
-            _parse_asvspoof5_metadata,
-        ),
-        _fmt("cm", "CM protocol", "SPEAKER UTT ENV SYSTEM KEY", 5, _parse_5col_env),
+def _fmt(name: str, *variants: str) -> _Format:
+    layouts = [KEY_LAYOUTS[n] for n in (name, *variants)]
+    return _Format(
+        layouts[0],
+        tuple(x.n_columns for x in layouts),
+        {x.n_columns: _row_parser(x) for x in layouts},
+        {x.n_columns: x.store_columns for x in layouts},
     )
+
+
+# formats that accept a second layout (every line of a file like its first)
+_VARIANTS = {"asvspoof2021-df": ("asvspoof2021-df-short",)}
+_FORMATS: dict[str, _Format] = {
+    name: _fmt(name, *_VARIANTS.get(name, ()))
+    for name in EXTRA_COLUMNS
+    if not any(name in variants for variants in _VARIANTS.values())
 }
 
 # File-name rules: (regex, format name or a resolver, split group or fixed split).
@@ -640,6 +565,7 @@ def _read_into(
     unsafe = _UNSAFE_ID.search
     allowed: tuple[int, ...] = () if fmt is None else fmt.n_columns
     names: tuple[str, ...] = ()
+    parse: Callable[[list[str], str, int], Row] | None = None
     first_line = 0
     for number, text in _lines(pf.path):
         cols = text.split()
@@ -652,12 +578,14 @@ def _read_into(
                 like = f"like line {first_line}, " if len(allowed) < len(fmt.n_columns) else ""
                 raise ManifestError(
                     source,
-                    f"expected {allowed[0]} columns, got {n} ({like}{fmt.title}: {fmt.layout})",
+                    f"expected {allowed[0]} columns, got {n} "
+                    f"({like}{fmt.layout.title}: {fmt.layout.heading})",
                     line=number,
                 )
             # a format with variants (2021 DF): every line like the first one
             allowed, names, first_line = (n,), fmt.extra[n], number
-        utt_id, speaker, system, key, values = fmt.parse(cols, source, number)
+            parse = fmt.parsers[n]
+        utt_id, speaker, system, key, values = parse(cols, source, number)
         if unsafe(utt_id) or utt_id in (".", ".."):
             check_utterance_id(utt_id, source, number)
         first = seen_split.get(utt_id)

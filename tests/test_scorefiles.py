@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from trainer.errors import MetricsError, ScoreFileError
 from trainer.scorefiles import (
+    SCORE_FORMATS,
     evaluate_score_files,
     read_asv_scores,
     read_cm_scores,
     read_key_file,
     results_to_json,
+    write_score_file,
 )
 
 
@@ -97,7 +99,7 @@ def test_2021_df_and_pa_keys(tmp_path):
         "PA_0010 PA_E_2 R3 M3 d4 r1 m1 s4 c4 spoof notrim eval\n",
     )
     k = read_key_file(pa)
-    assert k.format == "2021-PA" and k.attacks.tolist() == ["-", "s4c4"]
+    assert k.format == "2021-PA" and k.attacks.tolist() == ["-", "c4s4"]  # ATT_TO_SPK + ATT_D
     assert k.columns["asv_room"].tolist() == ["R3", "R3"]
 
 
@@ -134,7 +136,7 @@ def test_generic_key_layouts(tmp_path):
     assert k.format == "generic" and k.utt_ids == ["U1", "U2"] and list(k.columns) == ["col3"]
     k = read_key_file(write(tmp_path, "k2.txt", "U1 - bonafide\nU2 A05 spoof\n"))
     assert k.attacks.tolist() == ["-", "A05"]
-    # the LA variant with a placeholder column before the attack
+    # ASVspoof 2021 LA with a placeholder column before the attack
     k = read_key_file(
         write(
             tmp_path,
@@ -315,6 +317,77 @@ def test_round_trip(tmp_path, trials, sep, blank_lines):
     assert cm.labels.tolist() == [int(b) for _, (b, _) in items]
     step = 2 if blank_lines else 1
     assert cm.lines.tolist() == list(range(1, step * len(items) + 1, step))
+
+
+@pytest.mark.parametrize("fmt", SCORE_FORMATS)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    trials=st.dictionaries(
+        ids,
+        st.tuples(st.booleans(), st.floats(allow_nan=False, allow_infinity=False)),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_every_written_layout_is_read_back(tmp_path, fmt, trials):
+    items = list(trials.items())
+    bona = [True] + [False] * (len(items) - 1)
+    utts = [u for u, _ in items]
+    scores = [s for _, (_, s) in items]
+    keys = ["bonafide" if b else "spoof" for b in bona]
+    systems = ["-" if b else "A05" for b in bona]
+    path = write_score_file(
+        tmp_path / fmt / "s.txt",
+        utts,
+        scores,
+        format=fmt,
+        speakers=["S"] * len(utts),
+        systems=systems,
+        keys=keys,
+    )
+    proto = write(
+        tmp_path,
+        "p.txt",
+        "".join(f"S {u} - {a} {k}\n" for u, a, k in zip(utts, systems, keys, strict=True)),
+    )
+    cm = read_cm_scores(path, proto)
+    assert cm.format == {"asvspoof2019": "2019", "asvspoof2021": "2021"}.get(fmt, fmt)
+    assert cm.utt_ids == utts and cm.scores.tolist() == scores
+    assert cm.labels.tolist() == [int(b) for b in bona] and cm.attacks.tolist() == systems
+
+
+def test_writer_layouts_byte_for_byte(tmp_path):
+    args = (["LA_E_1", "LA_E_2"], [0.5, -1.25])
+    keyed = {"speakers": ["LA_0001", "LA_0002"], "systems": ["-", "A07"]}
+    keyed["keys"] = ["bonafide", "spoof"]
+    expected = {
+        "asvspoof2019": "LA_0001 LA_E_1 - - bonafide 0.5\nLA_0002 LA_E_2 - A07 spoof -1.25\n",
+        "asvspoof2021": "LA_E_1 0.5\nLA_E_2 -1.25\n",
+        "asvspoof5": "filename\tcm-score\nLA_E_1\t0.5\nLA_E_2\t-1.25\n",
+    }
+    for fmt, text in expected.items():
+        path = write_score_file(tmp_path / "new" / f"{fmt}.txt", *args, format=fmt, **keyed)
+        assert path.read_text() == text
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(
+        f"{f}.txt" for f in expected
+    )  # no temporary file left behind
+
+
+def test_writer_errors(tmp_path):
+    with pytest.raises(ValueError, match="format must be one of asvspoof2019"):
+        write_score_file(tmp_path / "s", ["a"], [1.0], format="csv")
+    with pytest.raises(ValueError, match="1 utterance ids but scores of shape"):
+        write_score_file(tmp_path / "s", ["a"], [1.0, 2.0], format="asvspoof2021")
+    keyed = {"speakers": ["S"], "systems": ["-"]}
+    with pytest.raises(ValueError, match="needs bonafide/spoof keys, got 'genuine'"):
+        write_score_file(tmp_path / "s", ["a"], [1.0], keys=["genuine"], **keyed)
+    with pytest.raises(ValueError, match="one entry per utterance"):
+        write_score_file(tmp_path / "s", ["a"], [1.0], keys=["spoof", "spoof"], **keyed)
+    blocker = write(tmp_path, "file", "")
+    with pytest.raises(ScoreFileError, match="cannot write"):
+        write_score_file(blocker / "s.txt", ["a"], [1.0], format="asvspoof2021")
 
 
 # --- real files (../shared/data) --------------------------------------------------------------

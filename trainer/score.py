@@ -49,7 +49,6 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +57,9 @@ import numpy as np
 from featstore._version import __version__
 from featstore.errors import StoreError
 from trainer.errors import ScoreFileError, TrainingError
+from trainer.scorefiles import SCORE_FORMATS, write_score_file
 
 __all__ = ["SCORE_FORMATS", "latest_run", "resolve_checkpoint", "score", "write_score_file"]
-
-SCORE_FORMATS = ("asvspoof2019", "asvspoof2021", "asvspoof5")
-"""Score file layouts :func:`score` and :func:`write_score_file` write."""
 
 _CHECKPOINT_NAMES = ("last.pt", "best.pt")
 
@@ -161,87 +158,6 @@ def resolve_checkpoint(run: str | os.PathLike, checkpoint: str | os.PathLike = "
     path = Path(name)
     if not path.is_file():
         raise TrainingError(f"{path}: no such checkpoint")
-    return path
-
-
-# --- score files ------------------------------------------------------------------------------
-
-
-def write_score_file(
-    path: str | os.PathLike,
-    utt_ids: Sequence[str],
-    scores: Sequence[float] | np.ndarray,
-    *,
-    format: str = "asvspoof2019",
-    speakers: Sequence[str] | None = None,
-    systems: Sequence[str] | None = None,
-    keys: Sequence[str] | None = None,
-) -> Path:
-    """Write CM scores in an ASVspoof layout, atomically, with full float precision.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination (its directory is created).
-    utt_ids : sequence of str
-        Utterance ids, in the order to write.
-    scores : sequence of float
-        Finite scores (higher = bona fide), written with ``repr`` (exact float64).
-    format : {"asvspoof2019", "asvspoof2021", "asvspoof5"}, default "asvspoof2019"
-        ``SPEAKER UTT - SYSTEM KEY SCORE``, ``UTT SCORE`` or the ASVspoof 5 tsv
-        (header ``filename<TAB>cm-score``).
-    speakers, systems, keys : sequence of str, optional
-        Needed by ``asvspoof2019``: speaker (``-`` if none), attack id (``-`` for bona fide)
-        and ``bonafide``/``spoof`` per utterance.
-
-    Returns
-    -------
-    Path
-        ``path``.
-
-    Raises
-    ------
-    ValueError
-        Unknown format, lengths differ, non-finite scores, or a 2019 file without keys.
-    ScoreFileError
-        The file cannot be written.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.txt"
-    >>> _ = write_score_file(p, ["LA_E_1", "LA_E_2"], [0.5, -1.25], format="asvspoof2021")
-    >>> p.read_text()
-    'LA_E_1 0.5\\nLA_E_2 -1.25\\n'
-    """
-    if format not in SCORE_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(SCORE_FORMATS)}, got {format!r}")
-    ids = [str(u) for u in utt_ids]
-    values = np.asarray(scores, dtype=np.float64)
-    if values.shape != (len(ids),):
-        raise ValueError(f"{len(ids)} utterance ids but scores of shape {values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("scores must be finite")
-    text = [repr(float(s)) for s in values]
-    if format == "asvspoof2019":
-        if speakers is None or systems is None or keys is None:
-            raise ValueError("the asvspoof2019 layout needs speakers, systems and keys")
-        cols = [list(map(str, c)) for c in (speakers, systems, keys)]
-        if any(len(c) != len(ids) for c in cols):
-            raise ValueError("speakers, systems and keys must have one entry per utterance")
-        bad = [k for k in cols[2] if k not in ("bonafide", "spoof")]
-        if bad:
-            raise ValueError(f"the asvspoof2019 layout needs bonafide/spoof keys, got {bad[0]!r}")
-        lines = [
-            f"{spk} {u} - {sys_} {key} {s}\n"
-            for spk, u, sys_, key, s in zip(cols[0], ids, cols[1], cols[2], text, strict=True)
-        ]
-    elif format == "asvspoof2021":
-        lines = [f"{u} {s}\n" for u, s in zip(ids, text, strict=True)]
-    else:
-        lines = ["filename\tcm-score\n"] + [f"{u}\t{s}\n" for u, s in zip(ids, text, strict=True)]
-    path = Path(path)
-    _write_atomic(path, "".join(lines))
     return path
 
 

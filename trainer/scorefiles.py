@@ -1,4 +1,8 @@
-"""Readers for ASVspoof countermeasure (CM) and ASV score files and key (protocol) files.
+"""ASVspoof score files: readers of CM and ASV score files and key (protocol) files, and the
+CM score-file writer.
+
+The layouts are described once, in :mod:`featstore.asvspoof_formats` (column names, key
+column, attack rule, format ids); this module reads and writes them.
 
 CM score files (format detected from the first line):
 
@@ -6,6 +10,9 @@ CM score files (format detected from the first line):
 - ``2019-4col``: ``UTT SYSTEM KEY SCORE`` (the official 2019 CM score file layout).
 - ``2021``: ``UTT SCORE``; needs a key file (``--protocol``).
 - ``asvspoof5``: tab-separated with a header holding ``filename`` and ``cm-score``; needs a key.
+
+:func:`write_score_file` writes the first, third and fourth, named ``asvspoof2019``,
+``asvspoof2021`` and ``asvspoof5`` (:data:`SCORE_FORMATS`).
 
 Key / protocol files (:func:`read_key_file`): ASVspoof 2019 CM protocols
 (``SPEAKER UTT ENV SYSTEM KEY``), ASVspoof 2021 ``trial_metadata.txt`` for LA
@@ -18,8 +25,8 @@ ASVspoof 5 evaluation package's key tsv (header with ``filename`` and ``cm-label
 layouts work when one column holds ``bonafide``/``spoof``: the speaker is column 1, the
 utterance column 2, the attack the column before the key, the rest ``col<N>``. Column names
 are lower case (DF's compression column, ``compr`` in the official package, is ``codec``
-here); for 2021 PA the attack is ``ATT_D + ATT_TO_SPK`` (e.g. ``s4c4``), every PA column
-stays available to ``--by``.
+here); for 2021 PA the attack is ``ATT_TO_SPK + ATT_D`` (e.g. ``c4s4``, as featstore's
+protocol reader names it), every PA column stays available to ``--by``.
 
 ASV score files (:func:`read_asv_scores`): 6 columns ``SPEAKER UTT - bonafide|ATTACK
 target|nontarget|spoof SCORE`` or the database's 3-column ``bonafide|ATTACK
@@ -40,10 +47,30 @@ from typing import Any
 
 import numpy as np
 
+from featstore.asvspoof_formats import (
+    ASV_KEYS,
+    ASVSPOOF5_TSV_NAMES,
+    ATTACK,
+    CM_KEYS,
+    KEY,
+    NO_VALUE,
+    SCORE,
+    SCORE_FORMATS,
+    SCORE_LAYOUTS,
+    SPEAKER,
+    UTT,
+    KeyLayout,
+    ScoreLayout,
+    attack_ids,
+    key_file_layouts,
+    score_layout,
+)
+from featstore.atomic_files import atomic_path
 from trainer.errors import MetricsError, ScoreFileError
 from trainer.metrics import AsvScores, MetricSet, compute_metrics
 
 __all__ = [
+    "SCORE_FORMATS",
     "CmScores",
     "KeyFile",
     "ScoreFileResult",
@@ -52,42 +79,15 @@ __all__ = [
     "read_cm_scores",
     "read_key_file",
     "results_to_json",
+    "write_score_file",
 ]
-
-CM_KEYS = ("bonafide", "spoof")
-ASV_KEYS = ("target", "nontarget", "spoof")
 
 # bytes str.split() treats as whitespace in ASCII text (\n is also the line break)
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 
-# (number of columns, key column) -> column names of known key file layouts
-_KEY_LAYOUTS: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {
-    (5, 4): ("2019", tuple("speaker utt env attack key".split())),
-    (8, 5): ("2021-LA", tuple("speaker utt codec transmission attack key trim subset".split())),
-    (9, 6): (  # LA with a placeholder column before the attack
-        "2021-LA",
-        tuple("speaker utt codec transmission col5 attack key trim subset".split()),
-    ),
-    (13, 5): (
-        "2021-DF",
-        tuple(
-            "speaker utt codec source attack key trim subset vocoder task team gender_pair "
-            "language".split()
-        ),
-    ),
-    (12, 9): (
-        "2021-PA",
-        tuple(
-            "speaker utt asv_room asv_mic dis_to_asv att_room att_mic att_d att_to_spk key "
-            "trim subset".split()
-        ),
-    ),
-    (10, 8): (
-        "asvspoof5",
-        tuple("speaker utt gender codec codec_q codec_seed attack_tag attack key tmp".split()),
-    ),
-}
+# (number of columns, key column) -> the known key file layout
+_KEY_LAYOUTS: dict[tuple[int, int], KeyLayout] = key_file_layouts()
 
 
 # --- low-level table reading ------------------------------------------------------------------
@@ -270,42 +270,25 @@ def read_key_file(path: str | os.PathLike) -> KeyFile:
     ('2021-LA', ['codec', 'speaker', 'subset', 'transmission', 'trim'])
     """
     table = _read_table(path, "key file")
-    p = table.path
     first = table.row(0)
-    if "filename" in first and ("cm-label" in first or "key" in first):
-        names = [_TSV_RENAME.get(n, n) for n in first]
-        cols = table.columns(first_row=1) if table.counts.size > 1 else [[] for _ in names]
-        lines = table.lines[1:]
-        by_name = dict(zip(names, cols, strict=True))
-        fmt = "asvspoof5-tsv"
-        utt_col = by_name.pop("utt")
-        key_col = by_name.pop("key")
-        attack_col = by_name.pop("attack", None)
+    if "filename" in first and ("cm-label" in first or KEY in first):
+        fmt, by_name, lines = _tsv_key_columns(table)
+        attack_from: tuple[str, ...] = (ATTACK,)
     else:
-        cols = table.columns()
-        lines = table.lines
-        key_at = _find_key_column(cols)
-        if key_at is None or key_at < 1:
-            raise ScoreFileError(
-                p, "no key column: expected a column with 'bonafide' or 'spoof'", int(lines[0])
-            )
-        fmt, names = _KEY_LAYOUTS.get((len(cols), key_at), ("generic", ()))
-        if not names:
-            names = _generic_names(len(cols), key_at)
-        by_name = dict(zip(names, cols, strict=True))
-        utt_col = by_name.pop("utt")
-        key_col = by_name.pop("key")
-        attack_col = by_name.pop("attack", None)
-        if fmt == "2021-PA":  # replay attacks: attacker-to-talker distance + replay device
-            attack_col = [
-                a + b for a, b in zip(by_name["att_d"], by_name["att_to_spk"], strict=True)
-            ]
+        layout, by_name, lines = _whitespace_key_columns(table)
+        fmt = layout.key_file_format if layout is not None else "generic"
+        attack_from = layout.attack if layout is not None else (ATTACK,)
+    utt_col, key_col = by_name.pop(UTT), by_name.pop(KEY)
+    # the attack column goes; columns an attack id is made of (2021 PA) stay for --by
+    attack_cols = [
+        by_name.pop(c) if c == ATTACK else by_name[c] for c in attack_from if c in by_name
+    ]
+    attacks = _attacks(attack_cols, key_col)
+    p = table.path
     if not utt_col:
         raise ScoreFileError(p, "key file has a header but no trials")
     codes = _parse_keys(p, key_col, lines, CM_KEYS)
     labels = (codes == 0).astype(np.int8)
-    attacks = np.array(attack_col) if attack_col is not None else np.full(len(utt_col), "-")
-    attacks = np.where(labels == 1, "-", attacks)
     index = _index_ids(p, utt_col, lines, "utterance")
     return KeyFile(
         path=p,
@@ -317,6 +300,37 @@ def read_key_file(path: str | os.PathLike) -> KeyFile:
         lines=lines,
         index=index,
     )
+
+
+def _tsv_key_columns(table: _Table) -> tuple[str, dict[str, list[str]], np.ndarray]:
+    """An ASVspoof 5 tsv key file's format, columns by name and lines."""
+    names = [ASVSPOOF5_TSV_NAMES.get(n, n) for n in table.row(0)]
+    cols = table.columns(first_row=1) if table.counts.size > 1 else [[] for _ in names]
+    return "asvspoof5-tsv", dict(zip(names, cols, strict=True)), table.lines[1:]
+
+
+def _whitespace_key_columns(
+    table: _Table,
+) -> tuple[KeyLayout | None, dict[str, list[str]], np.ndarray]:
+    """A header-less key file's layout (``None``: generic), columns by name and lines."""
+    cols = table.columns()
+    key_at = _find_key_column(cols)
+    if key_at is None or key_at < 1:
+        raise ScoreFileError(
+            table.path,
+            "no key column: expected a column with 'bonafide' or 'spoof'",
+            int(table.lines[0]),
+        )
+    layout = _KEY_LAYOUTS.get((len(cols), key_at))
+    names = layout.columns if layout is not None else _generic_names(len(cols), key_at)
+    return layout, dict(zip(names, cols, strict=True)), table.lines
+
+
+def _attacks(columns: list[list[str]], keys: list[str]) -> np.ndarray:
+    """The attack id of every trial (:func:`featstore.asvspoof_formats.attack_ids`)."""
+    if not columns:
+        return np.full(len(keys), NO_VALUE)
+    return np.array(attack_ids(columns, keys))
 
 
 def _find_key_column(cols: list[list[str]]) -> int | None:
@@ -349,16 +363,6 @@ def _generic_names(n: int, key_at: int) -> tuple[str, ...]:
     else:  # SPEAKER UTT ... ATTACK KEY ...
         names[0], names[1], names[key_at - 1] = "speaker", "utt", "attack"
     return tuple(names)
-
-
-_TSV_RENAME = {
-    "filename": "utt",
-    "trial_anon": "utt",
-    "cm-label": "key",
-    "attack_anon": "attack",
-    "tar_spk_anon": "speaker",
-    "spk": "speaker",
-}
 
 
 # --- CM score files ---------------------------------------------------------------------------
@@ -439,38 +443,12 @@ def read_cm_scores(
     """
     table = _read_table(path, "score file")
     p = table.path
-    first = table.row(0)
+    layout, by_name, lines = _score_columns(table)
+    fmt, utts, score_col = layout.format, by_name[UTT], by_name[SCORE]
     labels = attacks = None
-    if "cm-score" in first:
-        fmt = "asvspoof5"
-        names = [_TSV_RENAME.get(n, n) for n in first]
-        if "utt" not in names:
-            raise ScoreFileError(p, "header has 'cm-score' but no 'filename' column", 1)
-        if table.counts.size < 2:
-            raise ScoreFileError(p, "score file has a header but no scores")
-        by_name = dict(zip(names, table.columns(first_row=1), strict=True))
-        lines = table.lines[1:]
-        utts, score_col = by_name["utt"], by_name["cm-score"]
-    else:
-        cols = table.columns()
-        lines = table.lines
-        n = len(cols)
-        if n == 6:
-            fmt, utts, att_col, key_col, score_col = "2019", cols[1], cols[3], cols[4], cols[5]
-        elif n == 4:
-            fmt, utts, att_col, key_col, score_col = "2019-4col", cols[0], cols[1], cols[2], cols[3]
-        elif n == 2:
-            fmt, utts, score_col = "2021", cols[0], cols[1]
-        else:
-            raise ScoreFileError(
-                p,
-                f"unrecognised score file: {n} columns (expected 6 'SPEAKER UTT - SYSTEM KEY "
-                "SCORE', 4 'UTT SYSTEM KEY SCORE', 2 'UTT SCORE' or an ASVspoof 5 tsv)",
-                int(lines[0]),
-            )
-        if n in (4, 6):
-            labels = (_parse_keys(p, key_col, lines, CM_KEYS) == 0).astype(np.int8)
-            attacks = np.where(labels == 1, "-", np.array(att_col))
+    if layout.has_keys:
+        labels = (_parse_keys(p, by_name[KEY], lines, CM_KEYS) == 0).astype(np.int8)
+        attacks = _attacks([by_name[ATTACK]], by_name[KEY])
     scores = _parse_scores(p, score_col, lines)
     index = _index_ids(p, utts, lines, "utterance")
     columns: dict[str, np.ndarray] = {}
@@ -511,6 +489,39 @@ def read_cm_scores(
     )
 
 
+_TSV_SCORE_LAYOUT = next(x for x in SCORE_LAYOUTS if x.header is not None)
+_SCORE_LAYOUT_BY_COUNT = {len(x.columns): x for x in SCORE_LAYOUTS if x.header is None}
+
+
+def _score_columns(table: _Table) -> tuple[ScoreLayout, dict[str, list[str]], np.ndarray]:
+    """A CM score file's layout, its columns by name and the line of every score."""
+    first = table.row(0)
+    tsv = _TSV_SCORE_LAYOUT
+    assert tsv.header is not None
+    utt_name, score_name = (tsv.header[tsv.columns.index(c)] for c in (UTT, SCORE))
+    if score_name in first:
+        names = [ASVSPOOF5_TSV_NAMES.get(n, n) for n in first]
+        if UTT not in names:
+            raise ScoreFileError(
+                table.path, f"header has {score_name!r} but no {utt_name!r} column", 1
+            )
+        if table.counts.size < 2:
+            raise ScoreFileError(table.path, "score file has a header but no scores")
+        by_name = dict(zip(names, table.columns(first_row=1), strict=True))
+        return tsv, {UTT: by_name[UTT], SCORE: by_name[score_name]}, table.lines[1:]
+    cols = table.columns()
+    layout = _SCORE_LAYOUT_BY_COUNT.get(len(cols))
+    if layout is None:
+        expected = ", ".join(f"{n} '{x.heading}'" for n, x in _SCORE_LAYOUT_BY_COUNT.items())
+        raise ScoreFileError(
+            table.path,
+            f"unrecognised score file: {len(cols)} columns (expected {expected} or an "
+            "ASVspoof 5 tsv)",
+            int(table.lines[0]),
+        )
+    return layout, dict(zip(layout.columns, cols, strict=True)), table.lines
+
+
 def _join(
     path: str, utts: list[str], lines: np.ndarray, index: dict[str, int], key: KeyFile
 ) -> np.ndarray:
@@ -530,6 +541,100 @@ def _join(
                     key.path, f"utterance {u!r} has no score in {path}", int(key.lines[j])
                 )
     return rows
+
+
+# --- writing CM score files ------------------------------------------------------------------
+
+
+def write_score_file(
+    path: str | os.PathLike,
+    utt_ids: Sequence[str],
+    scores: Sequence[float] | np.ndarray,
+    *,
+    format: str = "asvspoof2019",
+    speakers: Sequence[str] | None = None,
+    systems: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
+) -> Path:
+    """Write CM scores in an ASVspoof layout, atomically, with full float precision.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination (its directory is created).
+    utt_ids : sequence of str
+        Utterance ids, in the order to write.
+    scores : sequence of float
+        Finite scores (higher = bona fide), written with ``repr`` (exact float64).
+    format : {"asvspoof2019", "asvspoof2021", "asvspoof5"}, default "asvspoof2019"
+        ``SPEAKER UTT - SYSTEM KEY SCORE``, ``UTT SCORE`` or the ASVspoof 5 tsv
+        (header ``filename<TAB>cm-score``); see :data:`SCORE_FORMATS`.
+    speakers, systems, keys : sequence of str, optional
+        Needed by ``asvspoof2019``: speaker (``-`` if none), attack id (``-`` for bona fide)
+        and ``bonafide``/``spoof`` per utterance.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        Unknown format, lengths differ, non-finite scores, or a 2019 file without keys.
+    ScoreFileError
+        The file cannot be written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.txt"
+    >>> _ = write_score_file(p, ["LA_E_1", "LA_E_2"], [0.5, -1.25], format="asvspoof2021")
+    >>> p.read_text()
+    'LA_E_1 0.5\\nLA_E_2 -1.25\\n'
+    """
+    layout = score_layout(format)
+    ids = [str(u) for u in utt_ids]
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (len(ids),):
+        raise ValueError(f"{len(ids)} utterance ids but scores of shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("scores must be finite")
+    columns = {UTT: ids, SCORE: [repr(float(s)) for s in values]}
+    if layout.has_keys:
+        columns.update(_key_columns(layout, len(ids), speakers, systems, keys))
+    sep = layout.separator
+    columns[NO_VALUE] = [NO_VALUE] * len(ids)
+    rows = zip(*(columns[c] for c in layout.columns), strict=True)
+    lines = [sep.join(layout.header) + "\n"] if layout.header else []
+    lines += [sep.join(row) + "\n" for row in rows]
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes("".join(lines).encode("utf-8"))
+    except OSError as exc:
+        raise ScoreFileError(path, f"cannot write: {exc.strerror or exc}") from None
+    return path
+
+
+def _key_columns(
+    layout: ScoreLayout,
+    n: int,
+    speakers: Sequence[str] | None,
+    systems: Sequence[str] | None,
+    keys: Sequence[str] | None,
+) -> dict[str, list[str]]:
+    """The speaker, attack and key columns of a layout with keys, checked."""
+    if speakers is None or systems is None or keys is None:
+        raise ValueError(f"the {layout.name} layout needs speakers, systems and keys")
+    cols = [list(map(str, c)) for c in (speakers, systems, keys)]
+    if any(len(c) != n for c in cols):
+        raise ValueError("speakers, systems and keys must have one entry per utterance")
+    bad = [k for k in cols[2] if k not in CM_KEYS]
+    if bad:
+        raise ValueError(f"the {layout.name} layout needs bonafide/spoof keys, got {bad[0]!r}")
+    return dict(zip((SPEAKER, ATTACK, KEY), cols, strict=True))
 
 
 # --- ASV score files --------------------------------------------------------------------------
