@@ -27,11 +27,15 @@ from featstore.store.layout import (
     feature_path,
     index_path,
 )
+from featstore.store.zarr_shards import (
+    EMPTY_CHUNK,
+    check_shard_layout,
+    decode_shard_index,
+    shard_trailer,
+)
 
 STATE_DIR = ".spoofstore-build"
 """Directory inside the store holding the build journal until the build completes."""
-
-_EMPTY = 2**64 - 1  # shard-index marker of a chunk that is not stored
 
 
 def read_root_metadata(path: Path) -> dict[str, Any] | None:
@@ -54,15 +58,11 @@ def read_root_metadata(path: Path) -> dict[str, Any] | None:
 class ZarrSink:
     """Whole-shard writer of one sharded frame array (see :mod:`featstore.build`).
 
-    Shards are encoded here rather than through zarr's codec pipeline (which costs a
-    thread hop and several copies per shard): with ``bytes``-only inner codecs and full-width
-    chunks, a shard file is the shard's rows as they are in memory, the last chunk padded
-    with the fill value (0.0) to ``chunk_frames`` rows, then the shard index (``(offset,
-    nbytes)`` little-endian uint64 per chunk, ``2**64 - 1`` for chunks past the end) and its
-    crc32c, exactly as zarr writes it (tested byte for byte against zarr). Files are written
-    to a temporary name and renamed, like zarr's LocalStore does. The array's ``shape`` in
-    ``zarr.json`` is only set by :meth:`finish` / :meth:`truncate` (the store is incomplete,
-    and unread, until then).
+    Shards are encoded by :mod:`featstore.store.zarr_shards` (byte-identical to zarr's
+    ``sharding_indexed`` codec) rather than through zarr's codec pipeline, and written to a
+    temporary name that is then renamed, like zarr's LocalStore does. The array's ``shape``
+    in ``zarr.json`` is only set by :meth:`finish` / :meth:`truncate` (the store is
+    incomplete, and unread, until then).
     """
 
     def __init__(self, array: Any, directory: Path, fsync: bool):
@@ -73,31 +73,24 @@ class ZarrSink:
         self.shard_frames = int(array.shards[0])
         self.chunk_frames = int(array.chunks[0])
         self.row_bytes = self.n_bins * DTYPE.itemsize
-        _check_layout(array.metadata.to_dict(), directory)
+        check_shard_layout(array.metadata.to_dict(), directory)
 
     def _shard_path(self, shard: int) -> Path:
         return self.directory / "c" / str(shard) / "0"
 
     def write(self, start: int, data: np.ndarray) -> None:
         """Write one shard: rows ``[start, start + len(data))``, ``start`` a shard boundary."""
-        size, chunk = self.shard_frames, self.chunk_frames
+        size = self.shard_frames
         n = data.shape[0]
         if start % size or not 0 < n <= size or data.shape[1:] != (self.n_bins,):
             raise ValueError(f"not a shard: rows {start}..{start + n} of {data.shape}")
-        n_chunks = size // chunk
-        present = -(-n // chunk)
-        index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
-        index[:present, 0] = np.arange(present, dtype=np.uint64) * (chunk * self.row_bytes)
-        index[:present, 1] = chunk * self.row_bytes
-        index_bytes = index.tobytes()
-        crc = _crc32c(index_bytes)
+        trailer = shard_trailer(n, self.chunk_frames, size, self.row_bytes)
         payload = np.ascontiguousarray(data, dtype=DTYPE)
-        pad = (present * chunk - n) * self.row_bytes
         path = self._shard_path(start // size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"0.{uuid.uuid4().hex}.partial")
         try:
-            write_new_file(tmp, payload, bytes(pad) + index_bytes + crc, fsync=self.fsync)
+            write_new_file(tmp, payload, trailer, fsync=self.fsync)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -132,35 +125,6 @@ class ZarrSink:
         """Record the array's final length in its metadata."""
         if int(self.array.shape[0]) != n_frames:
             self.array.resize((n_frames, self.n_bins))
-
-
-def _crc32c(data: bytes) -> bytes:
-    import google_crc32c  # a dependency of zarr's crc32c codec
-
-    return int(google_crc32c.value(data)).to_bytes(4, "little")
-
-
-def _check_layout(meta: dict[str, Any], where: Path) -> None:
-    """Refuse to hand-encode shards of an array whose codecs are not the expected ones."""
-    try:
-        (codec,) = meta["codecs"]
-        conf = codec["configuration"]
-        ok = (
-            codec["name"] == "sharding_indexed"
-            and [c["name"] for c in conf["codecs"]] == ["bytes"]
-            and conf["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
-            and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
-            and conf.get("index_location", "end") == "end"
-            and meta["chunk_key_encoding"]["name"] == "default"
-            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
-            and meta["data_type"] == "float32"
-            and float(meta["fill_value"]) == 0.0
-            and tuple(conf["chunk_shape"])[1:] == tuple(meta["shape"])[1:]
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise StoreError(where, "frame array does not have the sharded, uncompressed layout")
 
 
 class ZarrWriter:
@@ -354,10 +318,6 @@ class ZarrSource:
         self._group = None
 
 
-def _crc32c_ok(data: bytes, stored: bytes) -> bool:
-    return _crc32c(bytes(data)) == bytes(stored)
-
-
 def _bytes_le(codec: dict) -> bool:
     return codec.get("name") == "bytes" and codec.get("configuration", {}).get(
         "endian", "little"
@@ -409,13 +369,11 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         index_codecs = conf.get("index_codecs", [])
         if not index_codecs or not _bytes_le(index_codecs[0]):
             return None
-        extra = 0
-        for c in index_codecs[1:]:
-            if c.get("name") != "crc32c":
-                return None
-            extra += 4
+        if any(c.get("name") != "crc32c" for c in index_codecs[1:]):
+            return None
         inner = inner_shape[0]
-        index_spec = (outer[0] // inner, extra, conf.get("index_location", "end"))
+        at_end = conf.get("index_location", "end") == "end"
+        index_spec = (outer[0] // inner, len(index_codecs) - 1, at_end)
     else:
         return None
 
@@ -434,21 +392,13 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         if index_spec is None:
             pieces = [(base, min(base + outer[0], total), 0)]
         else:
-            n_inner, extra, location = index_spec
-            size = n_inner * 16 + extra
-            if len(buffer) < size:
-                raise StoreError(path, f"shard is truncated ({len(buffer)} bytes)")
-            at = len(buffer) - size if location == "end" else 0
-            if extra and not _crc32c_ok(
-                buffer[at : at + size - 4], buffer[at + size - 4 : at + size]
-            ):
-                raise StoreError(path, "corrupt shard: its index fails the crc32c check")
-            table = np.frombuffer(buffer, dtype="<u8", count=2 * n_inner, offset=at)
+            n_inner, n_checksums, at_end = index_spec
+            table = decode_shard_index(buffer, n_inner, n_checksums, at_end, path)
             pieces = []
             for c in range(n_inner):
-                offset, nbytes = int(table[2 * c]), int(table[2 * c + 1])
+                offset, nbytes = int(table[c, 0]), int(table[c, 1])
                 start = base + c * inner
-                if start >= total or offset == _EMPTY:
+                if start >= total or offset == EMPTY_CHUNK:
                     continue
                 if nbytes != inner * row_bytes:
                     raise StoreError(path, f"corrupt shard: chunk {c} holds {nbytes} bytes")
