@@ -211,3 +211,20 @@ def test_build_api_takes_urls(corpus, local_store, tmp_path):
     assert_stores_equal(local_store, f"file://{out}")
     with pytest.raises(StoreError, match="Zarr only"):
         featstore.build(corpus / "protocols", corpus, "memory://x/store.h5", **SMALL)
+
+
+def test_store_package_never_imports_featstore_remote():
+    """Imports run one way: featstore.remote uses featstore.store, never the reverse."""
+    import ast
+    import importlib.util
+
+    package = Path(importlib.util.find_spec("featstore.store").origin).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "featstore.remote" for n in names), module.name

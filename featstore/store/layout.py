@@ -33,6 +33,10 @@ METADATA_ATTR = "spoofstore"
 INDEX_GROUP = "index"
 """Name of the per-split group holding the index columns."""
 
+BUILD_STATE_DIR = ".spoofstore-build"
+"""Directory inside a Zarr store holding the build journal until the build completes (never
+uploaded to, nor mirrored from, a remote store)."""
+
 DEFAULT_CHUNK_FRAMES = 512
 """Frames per chunk: a 256-frame crop touches at most two chunks."""
 

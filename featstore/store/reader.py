@@ -14,6 +14,7 @@ import numpy as np
 
 from featstore.errors import StoreError
 from featstore.store.frame_array import FrameArray
+from featstore.store.fsspec_io import cache_dir_from_env
 from featstore.store.layout import (
     FIXED_COLUMNS,
     check_metadata,
@@ -43,6 +44,9 @@ class Store:
     ----------
     location : str or os.PathLike
         Zarr v3 directory (default), ``.h5``/``.hdf5`` file, or an fsspec URL (Zarr only).
+    cache_dir : str or os.PathLike, optional
+        For a remote Zarr store: read through a local copy under this directory (None:
+        direct reads). Use :func:`open_store` for the ``$SPOOFSTORE_CACHE_DIR`` default.
 
     Attributes
     ----------
@@ -272,7 +276,8 @@ def open_store(
         Stores are written only by :func:`featstore.build`.
     cache_dir : str or os.PathLike, optional
         For a remote Zarr store: read through a local copy under this directory, filled on
-        demand and memory-mapped (default: ``$SPOOFSTORE_CACHE_DIR`` if set, else direct reads).
+        demand and memory-mapped. Default: ``$SPOOFSTORE_CACHE_DIR`` if set (the user-level
+        default, read here and nowhere else), else direct reads through zarr.
 
     Returns
     -------
@@ -290,4 +295,6 @@ def open_store(
     """
     if mode != "r":
         raise ValueError(f"stores open read-only (mode='r'), got mode={mode!r}")
+    if cache_dir is None:
+        cache_dir = cache_dir_from_env()
     return Store(path_or_url, cache_dir=cache_dir)

@@ -20,12 +20,16 @@ import numpy as np
 from featstore.errors import StoreError
 from featstore.store.direct_io import write_new_file
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
+from featstore.store.fsspec_io import StoreMirror, zarr_store
 from featstore.store.layout import (
+    BUILD_STATE_DIR,
     DTYPE,
     INDEX_GROUP,
     METADATA_ATTR,
     feature_path,
     index_path,
+    is_remote,
+    local_path,
 )
 from featstore.store.zarr_shards import (
     EMPTY_CHUNK,
@@ -33,9 +37,6 @@ from featstore.store.zarr_shards import (
     decode_shard_index,
     shard_trailer,
 )
-
-STATE_DIR = ".spoofstore-build"
-"""Directory inside the store holding the build journal until the build completes."""
 
 
 def read_root_metadata(path: Path) -> dict[str, Any] | None:
@@ -140,7 +141,7 @@ class ZarrWriter:
     @property
     def state_dir(self) -> Path:
         """Where the build journal lives while the build runs."""
-        return self.path / STATE_DIR
+        return self.path / BUILD_STATE_DIR
 
     def complete_metadata(self) -> dict[str, Any] | None:
         """Metadata of a finished store at ``path``, else None."""
@@ -155,7 +156,7 @@ class ZarrWriter:
         """True when something other than the build state is at ``path``."""
         if self.path.is_file():
             return True
-        return self.path.is_dir() and any(p.name != STATE_DIR for p in self.path.iterdir())
+        return self.path.is_dir() and any(p.name != BUILD_STATE_DIR for p in self.path.iterdir())
 
     def remove(self) -> None:
         """Delete the store (only call after :meth:`is_store`)."""
@@ -239,32 +240,21 @@ class ZarrSource:
     """Read access to a Zarr v3 store: metadata, index columns, frame arrays."""
 
     def __init__(self, location: str, cache_dir: str | os.PathLike | None = None):
-        from featstore.store.layout import is_remote, local_path
-
         self.location = location
         self.remote = is_remote(location)
         self.path = None if self.remote else local_path(location)
         self._group: Any = None
-        self._mirror: Any = None
-        if self.remote:
-            from featstore.remote import StoreMirror, cache_dir_from_env
-
-            cache = cache_dir if cache_dir is not None else cache_dir_from_env()
-            if cache is not None:  # read a local copy, filled on demand, memory-mapped
-                self._mirror = StoreMirror(location, cache)
-                self.path = self._mirror.open()
-                self.remote = False
+        self._mirror: StoreMirror | None = None
+        if self.remote and cache_dir is not None:  # read a local copy, filled on demand
+            self._mirror = StoreMirror(location, cache_dir)
+            self.path = self._mirror.open()
+            self.remote = False
 
     def _zarr_group(self) -> Any:
         if self._group is None:
             import zarr
 
-            if self.remote:
-                from featstore.remote import zarr_store
-
-                target = zarr_store(self.location)
-            else:
-                target = self.path
+            target = zarr_store(self.location) if self.remote else self.path
             try:
                 self._group = zarr.open_group(target, mode="r", zarr_format=3)
             except FileNotFoundError:
