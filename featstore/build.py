@@ -40,6 +40,7 @@ import numpy as np
 
 from featstore.errors import AudioError, LocatedError, SpoofstoreError, StoreError
 from featstore.features.registry import get_feature
+from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.direct_io import aligned_empty
 from featstore.store.journal import SplitJournal, read_json, write_json_atomic
 from featstore.store.layout import (
@@ -529,14 +530,8 @@ def _manifest_digest(plan: Mapping[str, Sequence[Any]]) -> str:
     return _sha256_json(rows)
 
 
-def _make_writer(out: Path, fmt: str, fsync: bool) -> Any:
-    if fmt == "hdf5":
-        from featstore.store.hdf5_backend import Hdf5Writer
-
-        return Hdf5Writer(out, fsync=fsync)
-    from featstore.store.zarr_backend import ZarrWriter
-
-    return ZarrWriter(out, fsync=fsync)
+def _make_writer(out: Path, fmt: str, fsync: bool) -> StoreWriter:
+    return BACKENDS[fmt].writer(out, fsync=fsync)
 
 
 def _resolve_config(

@@ -29,6 +29,7 @@ from featstore.store.layout import (
     METADATA_ATTR,
     feature_path,
     index_path,
+    local_path,
 )
 
 _COPY_ROWS = 65536  # rows copied per block when assembling
@@ -72,11 +73,6 @@ class RawSink:
         if not path.exists():
             path.touch()
 
-    @property
-    def n_frames(self) -> int:
-        """Rows currently in the file."""
-        return self.path.stat().st_size // self.row_bytes
-
     def write(self, start: int, data: np.ndarray) -> None:
         """Write rows at ``start`` (``pwrite``)."""
         payload = np.ascontiguousarray(data, dtype=DTYPE)
@@ -115,12 +111,9 @@ class RawSink:
 class Hdf5Writer:
     """Stages a build next to ``<out>`` and assembles the HDF5 file at the end."""
 
-    format = "hdf5"
-
     def __init__(self, path: str | os.PathLike, fsync: bool = True):
         self.path = Path(path)
         self.fsync = fsync
-        self._n_bins: dict[tuple[str, str], int] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -162,7 +155,6 @@ class Hdf5Writer:
         self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
     ) -> RawSink:
         """The staged raw array of ``/<split>/<feature>``."""
-        self._n_bins[(split, feature)] = n_bins
         return RawSink(self._staged(split, feature), n_bins, self.fsync)
 
     def _staged(self, split: str, feature: str) -> Path:
@@ -236,8 +228,6 @@ class Hdf5Source:
     """Read access to an HDF5 store; the file is opened on first use."""
 
     def __init__(self, location: str):
-        from featstore.store.layout import local_path
-
         self.location = location
         self.path = local_path(location)
         self._file: Any = None
@@ -277,8 +267,7 @@ class Hdf5Source:
             out[name] = values
         return out
 
-    def dataset(self, split: str, feature: str) -> Any:
-        """h5py's own dataset (for comparisons and fallbacks)."""
+    def _dataset(self, split: str, feature: str) -> Any:
         try:
             return self._h5()[feature_path(split, feature)]
         except KeyError:
@@ -286,7 +275,7 @@ class Hdf5Source:
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
         """Memory-mapped FrameArray over the dataset's bytes (h5py reads if filtered)."""
-        ds = self.dataset(split, feature)
+        ds = self._dataset(split, feature)
         total, n_bins = (int(v) for v in ds.shape)
         if ds.dtype != DTYPE or ds.id.get_create_plist().get_nfilters() != 0:
             return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])

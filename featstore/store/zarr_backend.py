@@ -131,8 +131,6 @@ class ZarrSink:
 class ZarrWriter:
     """Creates and fills a local Zarr v3 store (used by :mod:`featstore.build`)."""
 
-    format = "zarr"
-
     def __init__(self, path: str | os.PathLike, fsync: bool = True):
         self.path = Path(path)
         self.fsync = fsync
@@ -170,9 +168,9 @@ class ZarrWriter:
         import zarr
 
         self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
-        self.set_metadata(metadata)
+        self._set_metadata(metadata)
 
-    def set_metadata(self, metadata: dict[str, Any]) -> None:
+    def _set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the root metadata attribute (atomic file replace by zarr's LocalStore)."""
         self._group.attrs.put({METADATA_ATTR: metadata})
 
@@ -229,7 +227,7 @@ class ZarrWriter:
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Record the final metadata (``complete: true``)."""
-        self.set_metadata(metadata)
+        self._set_metadata(metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,8 +280,7 @@ class ZarrSource:
             out[name] = values
         return out
 
-    def zarr_array(self, split: str, feature: str) -> Any:
-        """zarr's own array object (for comparisons and the remote fallback)."""
+    def _zarr_array(self, split: str, feature: str) -> Any:
         return self._zarr_group()[feature_path(split, feature)]
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
@@ -300,7 +297,7 @@ class ZarrSource:
             mapped = shard_segments(directory, meta)
             if mapped is not None:
                 return mapped
-        array = self.zarr_array(split, feature)
+        array = self._zarr_array(split, feature)
         return FrameArray(tuple(array.shape), reader=lambda a, b: array[a:b])
 
     def close(self) -> None:
