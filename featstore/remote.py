@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from featstore.atomic_files import write_bytes_atomic
 from featstore.errors import StoreError
 from featstore.store.fsspec_io import (
     CACHE_ENV,
@@ -91,7 +92,7 @@ def _local_files(staging: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if d != BUILD_STATE_DIR)
         for name in sorted(filenames):
             rel = (Path(dirpath) / name).relative_to(staging).as_posix()
-            if rel != ROOT_METADATA and not name.endswith((".tmp", ".partial")):
+            if rel != ROOT_METADATA and not name.endswith(".tmp"):  # atomic_path's
                 out.append(rel)
     return out
 
@@ -194,7 +195,7 @@ def build_to_url(
     ):
         # the local build then decides "already complete" vs. "built another way"
         staging.mkdir(parents=True, exist_ok=True)
-        (staging / ROOT_METADATA).write_bytes(raw)
+        write_bytes_atomic(staging / ROOT_METADATA, raw)
         seeded = True
     try:
         summary = run(staging, overwrite)

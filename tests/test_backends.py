@@ -80,3 +80,17 @@ def test_sinks_round_trip_a_shard(tmp_path: Path) -> None:
         sink.truncate(8)
         sink.finish(8)
         np.testing.assert_array_equal(sink.read(0, 8), rows)
+
+
+def test_zarr_resume_removes_temporary_shards_of_a_killed_build(tmp_path: Path) -> None:
+    from featstore.atomic_files import temporary_sibling
+
+    writer = BACKENDS["zarr"].writer(tmp_path / "s.zarr", fsync=False)
+    writer.open({"format": "spoofstore.featstore", "complete": False})
+    sink = writer.sink("train", "mgd", 5, chunk_frames=4, shard_frames=8)
+    sink.write(0, np.ones((8, 5), dtype="<f4"))
+    shard = tmp_path / "s.zarr" / "train" / "mgd" / "c" / "0" / "0"
+    stray = temporary_sibling(shard)
+    stray.write_bytes(b"half a shard")
+    sink.truncate(8)
+    assert shard.is_file() and not stray.exists()

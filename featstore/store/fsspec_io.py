@@ -24,14 +24,15 @@ spoofstore[scale]``; they are imported only when a URL is opened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from featstore.atomic_files import atomic_path, write_bytes_atomic, write_json_atomic
 from featstore.errors import SpoofstoreError, StoreError
 from featstore.store.layout import BUILD_STATE_DIR, METADATA_ATTR, feature_path
 
@@ -229,20 +230,18 @@ def url_key(url: str) -> str:
 
 
 def _atomic_fetch(fs: Any, pairs: list[tuple[str, Path]]) -> None:
-    """Download ``(remote, local)`` pairs via temporary names (concurrently on async fs)."""
+    """Download ``(remote, local)`` pairs via temporary names (concurrently on async fs).
+
+    A cache needs no durability, so nothing is ``fsync``-ed.
+    """
     if not pairs:
         return
-    tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
-    tmps = [local.with_name(local.name + tag) for _, local in pairs]
-    for tmp in tmps:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        tmps = []
+        for _, local in pairs:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(stack.enter_context(atomic_path(local, fsync=False)))
         fs.get([r for r, _ in pairs], [os.fspath(t) for t in tmps])
-        for tmp, (_, local) in zip(tmps, pairs, strict=True):
-            os.replace(tmp, local)
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
 
 
 class StoreMirror:
@@ -308,9 +307,7 @@ class StoreMirror:
             self._listing = json.loads(listing_path.read_text())
         except (FileNotFoundError, ValueError):
             self._listing = self._list()
-            tmp = listing_path.with_name(f"{_LISTING}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._listing, sort_keys=True))
-            os.replace(tmp, listing_path)
+            write_json_atomic(listing_path, self._listing, fsync=False)
         self._arrays = {
             feature_path(split, feature)
             for split in meta.get("splits", {})
@@ -320,9 +317,7 @@ class StoreMirror:
         self._fetch(r for r in self._listing if r != ROOT_METADATA and not self._is_chunk(r))
         root_json = local / ROOT_METADATA
         if not root_json.is_file() or root_json.read_bytes() != raw:
-            tmp = root_json.with_name(f"{ROOT_METADATA}.{os.getpid()}.tmp")
-            tmp.write_bytes(raw)
-            os.replace(tmp, root_json)
+            write_bytes_atomic(root_json, raw, fsync=False)
         return local
 
     def _list(self) -> dict[str, int]:

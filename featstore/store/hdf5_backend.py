@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.atomic_files import atomic_path, open_atomic
 from featstore.errors import StoreError
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
 from featstore.store.layout import (
@@ -164,47 +165,30 @@ class Hdf5Writer:
         """Stage the index columns of ``split`` (``.npz``, atomically)."""
         target = self.state_dir / "data" / split / "index.npz"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("index.tmp.npz")
-        with open(tmp, "wb") as fh:
+        with open_atomic(target, fsync=self.fsync) as fh:
             np.savez(fh, **columns)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Assemble ``<out>`` from the staged arrays, then rename it into place."""
         import h5py
 
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with h5py.File(tmp, "w") as fh:
-                fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
-                for split, record in metadata["splits"].items():
-                    for feature, frec in record["features"].items():
-                        self._copy_array(fh, split, feature, int(frec["n_bins"]))
-                    with np.load(self.state_dir / "data" / split / "index.npz") as cols:
-                        group = fh.require_group(f"{split}/{INDEX_GROUP}")
-                        for name in record["columns"]:
-                            values = cols[name]
-                            if values.dtype.kind == "U":
-                                group.create_dataset(
-                                    name,
-                                    data=values.astype(object),
-                                    dtype=h5py.string_dtype("utf-8"),
-                                )
-                            else:
-                                group.create_dataset(name, data=values)
-            if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(self.path, fsync=self.fsync) as tmp, h5py.File(tmp, "w") as fh:
+            fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
+            for split, record in metadata["splits"].items():
+                for feature, frec in record["features"].items():
+                    self._copy_array(fh, split, feature, int(frec["n_bins"]))
+                with np.load(self.state_dir / "data" / split / "index.npz") as cols:
+                    group = fh.require_group(f"{split}/{INDEX_GROUP}")
+                    for name in record["columns"]:
+                        values = cols[name]
+                        if values.dtype.kind == "U":
+                            group.create_dataset(
+                                name,
+                                data=values.astype(object),
+                                dtype=h5py.string_dtype("utf-8"),
+                            )
+                        else:
+                            group.create_dataset(name, data=values)
 
     def _copy_array(self, fh: Any, split: str, feature: str, n_bins: int) -> None:
         staged = self._staged(split, feature)

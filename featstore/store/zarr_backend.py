@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from featstore.atomic_files import atomic_path
 from featstore.errors import StoreError
 from featstore.store.direct_io import write_new_file
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
@@ -89,12 +89,8 @@ class ZarrSink:
         payload = np.ascontiguousarray(data, dtype=DTYPE)
         path = self._shard_path(start // size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"0.{uuid.uuid4().hex}.partial")
-        try:
-            write_new_file(tmp, payload, trailer, fsync=self.fsync)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path, fsync=self.fsync) as tmp:
+            write_new_file(tmp, payload, trailer, fsync=False)  # atomic_path fsyncs
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of one shard written by :meth:`write` (resume)."""
@@ -118,7 +114,7 @@ class ZarrSink:
             for entry in chunks_dir.iterdir():
                 if entry.name.isdigit() and int(entry.name) > keep:
                     shutil.rmtree(entry)
-            for stray in chunks_dir.rglob("*.partial"):
+            for stray in chunks_dir.rglob(".*.tmp"):  # atomic_path's, left by a killed build
                 stray.unlink(missing_ok=True)
         self.finish(n_frames)
 
