@@ -228,3 +228,19 @@ def test_store_package_never_imports_featstore_remote():
             else:
                 continue
             assert not any(n == "featstore.remote" for n in names), module.name
+
+
+def test_cache_dir_reaches_the_store_as_an_argument(local_store, tmp_path, monkeypatch):
+    """$SPOOFSTORE_CACHE_DIR is open_store's default only; nothing below it reads it."""
+    from featstore.store import Store
+
+    url = _url()
+    upload_store(local_store, url)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert not open_store(url).array("train", "mgd").memmapped  # direct reads
+    explicit = open_store(url, cache_dir=tmp_path / "explicit")
+    assert explicit.array("train", "mgd").memmapped and explicit.cache_dir is not None
+    assert any((tmp_path / "explicit").iterdir())
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert open_store(url).array("train", "mgd").memmapped  # the documented default
+    assert not Store(url).array("train", "mgd").memmapped  # Store itself: arguments only
