@@ -4,16 +4,9 @@ Public API::
 
     from featstore import compute_feature, FEATURES, build, open_store
 
-``import featstore`` is fast: heavy and optional dependencies are imported only where they
-are first needed, inside the functions that use them, and nowhere else:
-
-- ``zarr`` (Zarr backend, :mod:`featstore.store.zarr_backend`; ``google_crc32c`` with it),
-- ``h5py`` (HDF5 backend, :mod:`featstore.store.hdf5_backend`),
-- ``fsspec`` and its protocol packages such as ``s3fs`` (stores at URLs,
-  :mod:`featstore.store.fsspec_io`; ``pip install 'spoofstore[scale]'``),
-- ``dask`` / ``distributed`` (``--backend dask``, :mod:`featstore.parallel` and
-  :mod:`featstore.joblib_dask_adapter`; ``spoofstore[scale]``),
-- the Numba feature kernels (:mod:`featstore.features`).
+``import featstore`` is fast: heavy and optional dependencies (zarr, h5py, fsspec/s3fs,
+dask/distributed, the Numba kernels) load inside the functions that need them; the full list
+is in ``DEVELOPERS.md``.
 """
 
 from __future__ import annotations

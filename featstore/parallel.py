@@ -34,8 +34,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from joblib import parallel_config
-
 from featstore.errors import FeatureError, SpoofstoreError
 
 __all__ = ["BACKENDS", "ParallelInfo", "parallel_backend"]
@@ -167,6 +165,8 @@ def parallel_backend(
     """
     if backend not in BACKENDS:
         raise FeatureError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    from joblib import parallel_config  # heavy: only when a build runs
+
     if backend == "loky":
         if scheduler:
             raise FeatureError("--scheduler needs --backend dask")
