@@ -4,18 +4,17 @@ Public API::
 
     from featstore import compute_feature, FEATURES, build, open_store
 
-Heavy modules (Numba kernels, zarr, h5py) load on first use, so ``import featstore`` is fast.
+``import featstore`` is fast: heavy and optional dependencies (zarr, h5py, fsspec/s3fs,
+dask/distributed, the Numba kernels) load inside the functions that need them; the full list
+is in ``DEVELOPERS.md``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from featstore._version import __version__
 
-# Eager (it is light: no zarr/Numba at import) so that the package attribute ``build`` is the
-# function, not the submodule of the same name that importing it would otherwise bind.
+# Imported eagerly so that the package attribute ``build`` is the function, not the submodule
+# of the same name that importing it would otherwise bind.
 from featstore.build import build
 from featstore.errors import (
     AudioError,
@@ -25,13 +24,7 @@ from featstore.errors import (
     StoreError,
 )
 from featstore.features.registry import FEATURES, FeatureSpec, compute_feature
-
-if TYPE_CHECKING:
-    from featstore.store import open_store
-
-_LAZY = {
-    "open_store": "featstore.store",
-}
+from featstore.store import open_store
 
 __all__ = [
     "FEATURES",
@@ -46,9 +39,3 @@ __all__ = [
     "compute_feature",
     "open_store",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'featstore' has no attribute {name!r}")

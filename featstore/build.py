@@ -69,6 +69,7 @@ from featstore.features.registry import get_feature
 from featstore.manifests import AudioLocator, Utterance, read_manifest
 from featstore.parallel import parallel_backend
 from featstore.remote import build_to_url
+from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.direct_io import aligned_empty
 from featstore.store.journal import SplitJournal, read_json
 from featstore.store.layout import (
@@ -439,14 +440,8 @@ def _manifest_digest(splits: Mapping[str, Sequence[Utterance]]) -> str:
     return _sha256_json(rows)
 
 
-def _make_writer(out: Path, fmt: str, fsync: bool) -> Any:
-    if fmt == "hdf5":
-        from featstore.store.hdf5_backend import Hdf5Writer
-
-        return Hdf5Writer(out, fsync=fsync)
-    from featstore.store.zarr_backend import ZarrWriter
-
-    return ZarrWriter(out, fsync=fsync)
+def _make_writer(out: Path, fmt: str, fsync: bool) -> StoreWriter:
+    return BACKENDS[fmt].writer(out, fsync=fsync)
 
 
 # ============================================================================================

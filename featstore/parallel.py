@@ -127,36 +127,6 @@ def _dask_client(jobs: int, scheduler: str | None, stack: contextlib.ExitStack) 
     return client
 
 
-def _dask_backend(client: Any) -> Any:
-    """joblib's Dask backend, made to report tasks that fail *in Dask* (``KilledWorker``).
-
-    joblib's backend hands a task's result to joblib through a completion callback that it
-    only calls for tasks that finished (an exception raised by the task function is part of
-    the result). A task that Dask itself gives up on -- its workers died more often than
-    ``allowed-failures`` -- never reaches the callback, and ``Parallel`` would wait for it
-    forever. Here the callback also receives such failures, so ``Parallel`` raises them.
-    """
-    from joblib._dask import DaskDistributedBackend
-
-    class _ReportingDaskBackend(DaskDistributedBackend):
-        def submit(self, func: Any, callback: Any = None) -> Any:
-            future = super().submit(func, callback)
-            if callback is not None:
-
-                def report_failure(done: Any) -> None:
-                    exc = done.exception()
-                    if exc is not None:
-                        callback(exc)  # joblib records the error and raises it to the caller
-
-                future.add_done_callback(report_failure)
-            return future
-
-        def __reduce__(self) -> Any:  # pragma: no cover - only used for nested parallelism
-            return (DaskDistributedBackend, ())
-
-    return _ReportingDaskBackend(client=client, wait_for_workers_timeout=60)
-
-
 @contextlib.contextmanager
 def parallel_backend(
     backend: str = "loky", jobs: int = 2, scheduler: str | None = None
@@ -195,7 +165,7 @@ def parallel_backend(
     """
     if backend not in BACKENDS:
         raise FeatureError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    from joblib import parallel_config
+    from joblib import parallel_config  # heavy: only when a build runs
 
     if backend == "loky":
         if scheduler:
@@ -205,5 +175,8 @@ def parallel_backend(
     with contextlib.ExitStack() as stack:
         client = _dask_client(jobs, scheduler, stack)
         workers = sum(client.nthreads().values())
-        with parallel_config(backend=_dask_backend(client)):
+        from featstore.joblib_dask_adapter import ReportingDaskBackend  # imports distributed
+
+        dask_backend = ReportingDaskBackend(client=client, wait_for_workers_timeout=60)
+        with parallel_config(backend=dask_backend):
             yield ParallelInfo("dask", workers, client.scheduler.address, client)

@@ -175,6 +175,7 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None
     assert_stores_equal(clean, out)
     assert _files(clean) == _files(out)
     assert not list(out.rglob("*.partial"))
+    assert not list(out.rglob(".*.tmp"))  # temporary shard files of featstore.atomic_files
 
 
 def test_concurrent_build_of_the_same_store_is_refused(

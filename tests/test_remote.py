@@ -211,3 +211,36 @@ def test_build_api_takes_urls(corpus, local_store, tmp_path):
     assert_stores_equal(local_store, f"file://{out}")
     with pytest.raises(StoreError, match="Zarr only"):
         featstore.build(corpus / "protocols", corpus, "memory://x/store.h5", **SMALL)
+
+
+def test_store_package_never_imports_featstore_remote():
+    """Imports run one way: featstore.remote uses featstore.store, never the reverse."""
+    import ast
+    import importlib.util
+
+    package = Path(importlib.util.find_spec("featstore.store").origin).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "featstore.remote" for n in names), module.name
+
+
+def test_cache_dir_reaches_the_store_as_an_argument(local_store, tmp_path, monkeypatch):
+    """$SPOOFSTORE_CACHE_DIR is open_store's default only; nothing below it reads it."""
+    from featstore.store import Store
+
+    url = _url()
+    upload_store(local_store, url)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert not open_store(url).array("train", "mgd").memmapped  # direct reads
+    explicit = open_store(url, cache_dir=tmp_path / "explicit")
+    assert explicit.array("train", "mgd").memmapped and explicit.cache_dir is not None
+    assert any((tmp_path / "explicit").iterdir())
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert open_store(url).array("train", "mgd").memmapped  # the documented default
+    assert not Store(url).array("train", "mgd").memmapped  # Store itself: arguments only

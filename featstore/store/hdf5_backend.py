@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.atomic_files import atomic_path, open_atomic
 from featstore.errors import StoreError
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
 from featstore.store.layout import (
@@ -29,6 +30,7 @@ from featstore.store.layout import (
     METADATA_ATTR,
     feature_path,
     index_path,
+    local_path,
 )
 
 _COPY_ROWS = 65536  # rows copied per block when assembling
@@ -72,11 +74,6 @@ class RawSink:
         if not path.exists():
             path.touch()
 
-    @property
-    def n_frames(self) -> int:
-        """Rows currently in the file."""
-        return self.path.stat().st_size // self.row_bytes
-
     def write(self, start: int, data: np.ndarray) -> None:
         """Write rows at ``start`` (``pwrite``)."""
         payload = np.ascontiguousarray(data, dtype=DTYPE)
@@ -115,12 +112,9 @@ class RawSink:
 class Hdf5Writer:
     """Stages a build next to ``<out>`` and assembles the HDF5 file at the end."""
 
-    format = "hdf5"
-
     def __init__(self, path: str | os.PathLike, fsync: bool = True):
         self.path = Path(path)
         self.fsync = fsync
-        self._n_bins: dict[tuple[str, str], int] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -162,7 +156,6 @@ class Hdf5Writer:
         self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
     ) -> RawSink:
         """The staged raw array of ``/<split>/<feature>``."""
-        self._n_bins[(split, feature)] = n_bins
         return RawSink(self._staged(split, feature), n_bins, self.fsync)
 
     def _staged(self, split: str, feature: str) -> Path:
@@ -172,47 +165,30 @@ class Hdf5Writer:
         """Stage the index columns of ``split`` (``.npz``, atomically)."""
         target = self.state_dir / "data" / split / "index.npz"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("index.tmp.npz")
-        with open(tmp, "wb") as fh:
+        with open_atomic(target, fsync=self.fsync) as fh:
             np.savez(fh, **columns)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Assemble ``<out>`` from the staged arrays, then rename it into place."""
         import h5py
 
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with h5py.File(tmp, "w") as fh:
-                fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
-                for split, record in metadata["splits"].items():
-                    for feature, frec in record["features"].items():
-                        self._copy_array(fh, split, feature, int(frec["n_bins"]))
-                    with np.load(self.state_dir / "data" / split / "index.npz") as cols:
-                        group = fh.require_group(f"{split}/{INDEX_GROUP}")
-                        for name in record["columns"]:
-                            values = cols[name]
-                            if values.dtype.kind == "U":
-                                group.create_dataset(
-                                    name,
-                                    data=values.astype(object),
-                                    dtype=h5py.string_dtype("utf-8"),
-                                )
-                            else:
-                                group.create_dataset(name, data=values)
-            if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(self.path, fsync=self.fsync) as tmp, h5py.File(tmp, "w") as fh:
+            fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
+            for split, record in metadata["splits"].items():
+                for feature, frec in record["features"].items():
+                    self._copy_array(fh, split, feature, int(frec["n_bins"]))
+                with np.load(self.state_dir / "data" / split / "index.npz") as cols:
+                    group = fh.require_group(f"{split}/{INDEX_GROUP}")
+                    for name in record["columns"]:
+                        values = cols[name]
+                        if values.dtype.kind == "U":
+                            group.create_dataset(
+                                name,
+                                data=values.astype(object),
+                                dtype=h5py.string_dtype("utf-8"),
+                            )
+                        else:
+                            group.create_dataset(name, data=values)
 
     def _copy_array(self, fh: Any, split: str, feature: str, n_bins: int) -> None:
         staged = self._staged(split, feature)
@@ -236,8 +212,6 @@ class Hdf5Source:
     """Read access to an HDF5 store; the file is opened on first use."""
 
     def __init__(self, location: str):
-        from featstore.store.layout import local_path
-
         self.location = location
         self.path = local_path(location)
         self._file: Any = None
@@ -277,8 +251,7 @@ class Hdf5Source:
             out[name] = values
         return out
 
-    def dataset(self, split: str, feature: str) -> Any:
-        """h5py's own dataset (for comparisons and fallbacks)."""
+    def _dataset(self, split: str, feature: str) -> Any:
         try:
             return self._h5()[feature_path(split, feature)]
         except KeyError:
@@ -286,7 +259,7 @@ class Hdf5Source:
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
         """Memory-mapped FrameArray over the dataset's bytes (h5py reads if filtered)."""
-        ds = self.dataset(split, feature)
+        ds = self._dataset(split, feature)
         total, n_bins = (int(v) for v in ds.shape)
         if ds.dtype != DTYPE or ds.id.get_create_plist().get_nfilters() != 0:
             return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])

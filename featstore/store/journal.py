@@ -2,7 +2,7 @@
 
 ``<split>.journal.jsonl`` gets one JSON line per processed utterance (written or
 quarantined) in build order. ``<split>.progress.json`` says how much of it (and of the frame
-arrays) is *committed*: it is replaced atomically (temporary file, ``fsync``, ``os.replace``)
+arrays) is *committed*: it is replaced atomically (:func:`featstore.atomic_files.write_json_atomic`)
 only after the journal lines and frame rows it covers are on disk. On resume the journal is
 cut back to the committed length, so lines written after the last commit are forgotten and
 their utterances are processed again.
@@ -15,22 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-def write_json_atomic(path: Path, obj: Any, fsync: bool = True) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, sort_keys=True)
-        fh.flush()
-        if fsync:
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+from featstore.atomic_files import write_json_atomic
 
 
 def read_json(path: Path) -> Any:

@@ -9,8 +9,7 @@ Logical layout (identical in Zarr v3 and HDF5)::
     /<split>/<feature>                 float32 (total_frames, n_bins), utterances concatenated
     /<split>/index/<column>            1-D columns, one row per utterance in build order
 
-Location handling (local path vs. fsspec URL) also lives here, so remote stores can be added
-in one place.
+Location handling (local path vs. fsspec URL) also lives here.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from featstore.errors import StoreError
+
 FORMAT_NAME = "spoofstore.featstore"
 """Value of ``metadata["format"]``: says the store was written by this package."""
 
@@ -34,6 +35,10 @@ METADATA_ATTR = "spoofstore"
 
 INDEX_GROUP = "index"
 """Name of the per-split group holding the index columns."""
+
+BUILD_STATE_DIR = ".spoofstore-build"
+"""Directory inside a Zarr store holding the build journal until the build completes (never
+uploaded to, nor mirrored from, a remote store)."""
 
 DEFAULT_CHUNK_FRAMES = 512
 """Frames per chunk: a 256-frame crop touches at most two chunks."""
@@ -139,8 +144,6 @@ def detect_format(location: str | os.PathLike) -> str:
 
 def check_metadata(meta: Any, where: str) -> dict[str, Any]:
     """Validate the root metadata object, returning it; raise StoreError when unusable."""
-    from featstore.errors import StoreError
-
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise StoreError(where, "not a spoofstore feature store (no 'spoofstore' metadata)")
     version = meta.get("format_version")

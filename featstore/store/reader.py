@@ -13,27 +13,16 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import StoreError
+from featstore.store.backends import BACKENDS, StoreSource
 from featstore.store.frame_array import FrameArray
+from featstore.store.fsspec_io import cache_dir_from_env
 from featstore.store.layout import (
     FIXED_COLUMNS,
     check_metadata,
     detect_format,
-    is_remote,
     n_frames_column,
     offset_column,
 )
-
-
-def _source(location: str, fmt: str, cache_dir: str | os.PathLike | None = None) -> Any:
-    if fmt == "hdf5":
-        from featstore.store.hdf5_backend import Hdf5Source
-
-        if is_remote(location):
-            raise StoreError(location, "remote HDF5 stores are not supported; use Zarr")
-        return Hdf5Source(location)
-    from featstore.store.zarr_backend import ZarrSource
-
-    return ZarrSource(location, cache_dir)
 
 
 class Store:
@@ -43,6 +32,9 @@ class Store:
     ----------
     location : str or os.PathLike
         Zarr v3 directory (default), ``.h5``/``.hdf5`` file, or an fsspec URL (Zarr only).
+    cache_dir : str or os.PathLike, optional
+        For a remote Zarr store: read through a local copy under this directory (None:
+        direct reads). Use :func:`open_store` for the ``$SPOOFSTORE_CACHE_DIR`` default.
 
     Attributes
     ----------
@@ -65,7 +57,7 @@ class Store:
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.format = detect_format(self.path)
         self._pid = os.getpid()
-        self._src = _source(self.path, self.format, self.cache_dir)
+        self._src = BACKENDS[self.format].source(self.path, self.cache_dir)
         self.metadata: dict[str, Any] = check_metadata(self._src.metadata(), self.path)
         self._src.close()
         self._arrays: dict[tuple[str, str], FrameArray] = {}
@@ -79,10 +71,10 @@ class Store:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], cache_dir=state["cache_dir"])
 
-    def _live(self) -> Any:
+    def _live(self) -> StoreSource:
         if os.getpid() != self._pid:  # forked: drop handles inherited from the parent
             self._pid = os.getpid()
-            self._src = _source(self.path, self.format, self.cache_dir)
+            self._src = BACKENDS[self.format].source(self.path, self.cache_dir)
             self._arrays = {}
         return self._src
 
@@ -272,7 +264,8 @@ def open_store(
         Stores are written only by :func:`featstore.build`.
     cache_dir : str or os.PathLike, optional
         For a remote Zarr store: read through a local copy under this directory, filled on
-        demand and memory-mapped (default: ``$SPOOFSTORE_CACHE_DIR`` if set, else direct reads).
+        demand and memory-mapped. Default: ``$SPOOFSTORE_CACHE_DIR`` if set (the user-level
+        default, read here and nowhere else), else direct reads through zarr.
 
     Returns
     -------
@@ -290,4 +283,6 @@ def open_store(
     """
     if mode != "r":
         raise ValueError(f"stores open read-only (mode='r'), got mode={mode!r}")
+    if cache_dir is None:
+        cache_dir = cache_dir_from_env()
     return Store(path_or_url, cache_dir=cache_dir)

@@ -11,27 +11,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from featstore.atomic_files import atomic_path
 from featstore.errors import StoreError
 from featstore.store.direct_io import write_new_file
 from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
+from featstore.store.fsspec_io import StoreMirror, zarr_store
 from featstore.store.layout import (
+    BUILD_STATE_DIR,
     DTYPE,
     INDEX_GROUP,
     METADATA_ATTR,
     feature_path,
     index_path,
+    is_remote,
+    local_path,
 )
-
-STATE_DIR = ".spoofstore-build"
-"""Directory inside the store holding the build journal until the build completes."""
-
-_EMPTY = 2**64 - 1  # shard-index marker of a chunk that is not stored
+from featstore.store.zarr_shards import (
+    EMPTY_CHUNK,
+    check_shard_layout,
+    decode_shard_index,
+    shard_trailer,
+)
 
 
 def read_root_metadata(path: Path) -> dict[str, Any] | None:
@@ -54,15 +59,11 @@ def read_root_metadata(path: Path) -> dict[str, Any] | None:
 class ZarrSink:
     """Whole-shard writer of one sharded frame array (see :mod:`featstore.build`).
 
-    Shards are encoded here rather than through zarr's codec pipeline (which costs a
-    thread hop and several copies per shard): with ``bytes``-only inner codecs and full-width
-    chunks, a shard file is the shard's rows as they are in memory, the last chunk padded
-    with the fill value (0.0) to ``chunk_frames`` rows, then the shard index (``(offset,
-    nbytes)`` little-endian uint64 per chunk, ``2**64 - 1`` for chunks past the end) and its
-    crc32c, exactly as zarr writes it (tested byte for byte against zarr). Files are written
-    to a temporary name and renamed, like zarr's LocalStore does. The array's ``shape`` in
-    ``zarr.json`` is only set by :meth:`finish` / :meth:`truncate` (the store is incomplete,
-    and unread, until then).
+    Shards are encoded by :mod:`featstore.store.zarr_shards` (byte-identical to zarr's
+    ``sharding_indexed`` codec) rather than through zarr's codec pipeline, and written to a
+    temporary name that is then renamed, like zarr's LocalStore does. The array's ``shape``
+    in ``zarr.json`` is only set by :meth:`finish` / :meth:`truncate` (the store is
+    incomplete, and unread, until then).
     """
 
     def __init__(self, array: Any, directory: Path, fsync: bool):
@@ -73,34 +74,23 @@ class ZarrSink:
         self.shard_frames = int(array.shards[0])
         self.chunk_frames = int(array.chunks[0])
         self.row_bytes = self.n_bins * DTYPE.itemsize
-        _check_layout(array.metadata.to_dict(), directory)
+        check_shard_layout(array.metadata.to_dict(), directory)
 
     def _shard_path(self, shard: int) -> Path:
         return self.directory / "c" / str(shard) / "0"
 
     def write(self, start: int, data: np.ndarray) -> None:
         """Write one shard: rows ``[start, start + len(data))``, ``start`` a shard boundary."""
-        size, chunk = self.shard_frames, self.chunk_frames
+        size = self.shard_frames
         n = data.shape[0]
         if start % size or not 0 < n <= size or data.shape[1:] != (self.n_bins,):
             raise ValueError(f"not a shard: rows {start}..{start + n} of {data.shape}")
-        n_chunks = size // chunk
-        present = -(-n // chunk)
-        index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
-        index[:present, 0] = np.arange(present, dtype=np.uint64) * (chunk * self.row_bytes)
-        index[:present, 1] = chunk * self.row_bytes
-        index_bytes = index.tobytes()
-        crc = _crc32c(index_bytes)
+        trailer = shard_trailer(n, self.chunk_frames, size, self.row_bytes)
         payload = np.ascontiguousarray(data, dtype=DTYPE)
-        pad = (present * chunk - n) * self.row_bytes
         path = self._shard_path(start // size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"0.{uuid.uuid4().hex}.partial")
-        try:
-            write_new_file(tmp, payload, bytes(pad) + index_bytes + crc, fsync=self.fsync)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path, fsync=self.fsync) as tmp:
+            write_new_file(tmp, payload, trailer, fsync=False)  # atomic_path fsyncs
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of one shard written by :meth:`write` (resume)."""
@@ -124,7 +114,7 @@ class ZarrSink:
             for entry in chunks_dir.iterdir():
                 if entry.name.isdigit() and int(entry.name) > keep:
                     shutil.rmtree(entry)
-            for stray in chunks_dir.rglob("*.partial"):
+            for stray in chunks_dir.rglob(".*.tmp"):  # atomic_path's, left by a killed build
                 stray.unlink(missing_ok=True)
         self.finish(n_frames)
 
@@ -134,39 +124,8 @@ class ZarrSink:
             self.array.resize((n_frames, self.n_bins))
 
 
-def _crc32c(data: bytes) -> bytes:
-    import google_crc32c  # a dependency of zarr's crc32c codec
-
-    return int(google_crc32c.value(data)).to_bytes(4, "little")
-
-
-def _check_layout(meta: dict[str, Any], where: Path) -> None:
-    """Refuse to hand-encode shards of an array whose codecs are not the expected ones."""
-    try:
-        (codec,) = meta["codecs"]
-        conf = codec["configuration"]
-        ok = (
-            codec["name"] == "sharding_indexed"
-            and [c["name"] for c in conf["codecs"]] == ["bytes"]
-            and conf["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
-            and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
-            and conf.get("index_location", "end") == "end"
-            and meta["chunk_key_encoding"]["name"] == "default"
-            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
-            and meta["data_type"] == "float32"
-            and float(meta["fill_value"]) == 0.0
-            and tuple(conf["chunk_shape"])[1:] == tuple(meta["shape"])[1:]
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise StoreError(where, "frame array does not have the sharded, uncompressed layout")
-
-
 class ZarrWriter:
     """Creates and fills a local Zarr v3 store (used by :mod:`featstore.build`)."""
-
-    format = "zarr"
 
     def __init__(self, path: str | os.PathLike, fsync: bool = True):
         self.path = Path(path)
@@ -176,7 +135,7 @@ class ZarrWriter:
     @property
     def state_dir(self) -> Path:
         """Where the build journal lives while the build runs."""
-        return self.path / STATE_DIR
+        return self.path / BUILD_STATE_DIR
 
     def complete_metadata(self) -> dict[str, Any] | None:
         """Metadata of a finished store at ``path``, else None."""
@@ -191,7 +150,7 @@ class ZarrWriter:
         """True when something other than the build state is at ``path``."""
         if self.path.is_file():
             return True
-        return self.path.is_dir() and any(p.name != STATE_DIR for p in self.path.iterdir())
+        return self.path.is_dir() and any(p.name != BUILD_STATE_DIR for p in self.path.iterdir())
 
     def remove(self) -> None:
         """Delete the store (only call after :meth:`is_store`)."""
@@ -205,9 +164,9 @@ class ZarrWriter:
         import zarr
 
         self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
-        self.set_metadata(metadata)
+        self._set_metadata(metadata)
 
-    def set_metadata(self, metadata: dict[str, Any]) -> None:
+    def _set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the root metadata attribute (atomic file replace by zarr's LocalStore)."""
         self._group.attrs.put({METADATA_ATTR: metadata})
 
@@ -264,7 +223,7 @@ class ZarrWriter:
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Record the final metadata (``complete: true``)."""
-        self.set_metadata(metadata)
+        self._set_metadata(metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,32 +234,21 @@ class ZarrSource:
     """Read access to a Zarr v3 store: metadata, index columns, frame arrays."""
 
     def __init__(self, location: str, cache_dir: str | os.PathLike | None = None):
-        from featstore.store.layout import is_remote, local_path
-
         self.location = location
         self.remote = is_remote(location)
         self.path = None if self.remote else local_path(location)
         self._group: Any = None
-        self._mirror: Any = None
-        if self.remote:
-            from featstore.remote import StoreMirror, cache_dir_from_env
-
-            cache = cache_dir if cache_dir is not None else cache_dir_from_env()
-            if cache is not None:  # read a local copy, filled on demand, memory-mapped
-                self._mirror = StoreMirror(location, cache)
-                self.path = self._mirror.open()
-                self.remote = False
+        self._mirror: StoreMirror | None = None
+        if self.remote and cache_dir is not None:  # read a local copy, filled on demand
+            self._mirror = StoreMirror(location, cache_dir)
+            self.path = self._mirror.open()
+            self.remote = False
 
     def _zarr_group(self) -> Any:
         if self._group is None:
             import zarr
 
-            if self.remote:
-                from featstore.remote import zarr_store
-
-                target = zarr_store(self.location)
-            else:
-                target = self.path
+            target = zarr_store(self.location) if self.remote else self.path
             try:
                 self._group = zarr.open_group(target, mode="r", zarr_format=3)
             except FileNotFoundError:
@@ -328,8 +276,7 @@ class ZarrSource:
             out[name] = values
         return out
 
-    def zarr_array(self, split: str, feature: str) -> Any:
-        """zarr's own array object (for comparisons and the remote fallback)."""
+    def _zarr_array(self, split: str, feature: str) -> Any:
         return self._zarr_group()[feature_path(split, feature)]
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
@@ -346,16 +293,12 @@ class ZarrSource:
             mapped = shard_segments(directory, meta)
             if mapped is not None:
                 return mapped
-        array = self.zarr_array(split, feature)
+        array = self._zarr_array(split, feature)
         return FrameArray(tuple(array.shape), reader=lambda a, b: array[a:b])
 
     def close(self) -> None:
         """Forget the zarr group."""
         self._group = None
-
-
-def _crc32c_ok(data: bytes, stored: bytes) -> bool:
-    return _crc32c(bytes(data)) == bytes(stored)
 
 
 def _bytes_le(codec: dict) -> bool:
@@ -409,13 +352,11 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         index_codecs = conf.get("index_codecs", [])
         if not index_codecs or not _bytes_le(index_codecs[0]):
             return None
-        extra = 0
-        for c in index_codecs[1:]:
-            if c.get("name") != "crc32c":
-                return None
-            extra += 4
+        if any(c.get("name") != "crc32c" for c in index_codecs[1:]):
+            return None
         inner = inner_shape[0]
-        index_spec = (outer[0] // inner, extra, conf.get("index_location", "end"))
+        at_end = conf.get("index_location", "end") == "end"
+        index_spec = (outer[0] // inner, len(index_codecs) - 1, at_end)
     else:
         return None
 
@@ -434,21 +375,13 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         if index_spec is None:
             pieces = [(base, min(base + outer[0], total), 0)]
         else:
-            n_inner, extra, location = index_spec
-            size = n_inner * 16 + extra
-            if len(buffer) < size:
-                raise StoreError(path, f"shard is truncated ({len(buffer)} bytes)")
-            at = len(buffer) - size if location == "end" else 0
-            if extra and not _crc32c_ok(
-                buffer[at : at + size - 4], buffer[at + size - 4 : at + size]
-            ):
-                raise StoreError(path, "corrupt shard: its index fails the crc32c check")
-            table = np.frombuffer(buffer, dtype="<u8", count=2 * n_inner, offset=at)
+            n_inner, n_checksums, at_end = index_spec
+            table = decode_shard_index(buffer, n_inner, n_checksums, at_end, path)
             pieces = []
             for c in range(n_inner):
-                offset, nbytes = int(table[2 * c]), int(table[2 * c + 1])
+                offset, nbytes = int(table[c, 0]), int(table[c, 1])
                 start = base + c * inner
-                if start >= total or offset == _EMPTY:
+                if start >= total or offset == EMPTY_CHUNK:
                     continue
                 if nbytes != inner * row_bytes:
                     raise StoreError(path, f"corrupt shard: chunk {c} holds {nbytes} bytes")
