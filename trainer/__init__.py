@@ -20,7 +20,7 @@ _LAZY = {
     "build_model": "trainer.models",
     "MODELS": "trainer.models",
     "fit": "trainer.fit",
-    "FitConfig": "trainer.fit",
+    "FitConfig": "trainer.config",
     "score": "trainer.score",
     "compute_metrics": "trainer.metrics",
 }

@@ -74,9 +74,8 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
     """Train a countermeasure on STORE (a featstore store) into a run directory."""
     from trainer.fit import fit
 
-    cache_dir = flags.pop("cache_dir", None)
-    if cache_dir:  # read by featstore in this process, its DataLoader workers and children
-        os.environ["SPOOFSTORE_CACHE_DIR"] = os.path.abspath(cache_dir)
+    if flags.get("cache_dir"):
+        flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
     settings = {k: v for k, v in flags.items() if v is not None}
     if not settings.get("resume"):
         settings.pop("resume", None)
