@@ -178,3 +178,14 @@ def test_store_view_keeps_the_cache_dir_across_pickling(tmp_path):
     again = pickle.loads(pickle.dumps(view))
     assert again.cache_dir == view.cache_dir == os.fspath(tmp_path / "cache")
     assert again.store.cache_dir == os.fspath(tmp_path / "cache")
+
+
+def test_run_records_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer, trainer.runs, trainer.config; trainer.FitConfig; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
