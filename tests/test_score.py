@@ -23,8 +23,8 @@ from trainer.cli import main
 from trainer.data import FeatureNormalizer
 from trainer.errors import TrainingError
 from trainer.runs import latest_run
-from trainer.score import write_score_file
 from trainer.scorefiles import read_cm_scores
+from trainer.scoring import write_score_file
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*were quarantined:UserWarning")
 
@@ -341,7 +341,7 @@ def test_utterance_without_scored_segment_gets_llr_zero(world, tmp_path, monkeyp
 
 
 def test_trainer_score_is_callable_after_importing_the_module(world, tmp_path):
-    import trainer.score  # binds the attribute trainer.score to the module
+    import trainer.scoring  # the submodule no longer shadows the function trainer.score
 
     out = trainer.score(run=world["runs"]["lcnn"], out=tmp_path / "s.txt", progress=False)
     assert out.is_file()
@@ -350,7 +350,7 @@ def test_trainer_score_is_callable_after_importing_the_module(world, tmp_path):
 def test_cache_dir_reaches_the_store_reader(world, tmp_path, monkeypatch):
     import importlib
 
-    scoring = importlib.import_module("trainer.score")
+    scoring = importlib.import_module("trainer.scoring")
     seen = []
 
     def spy(path, *args, cache_dir=None, **kwargs):
@@ -443,7 +443,7 @@ def test_checkpoint_without_config_uses_the_runs_config_json(world, tmp_path):
 def test_progress_counts_each_utterance_once_when_its_last_segment_is_scored():
     from types import SimpleNamespace
 
-    from trainer.score import _UtteranceProgress
+    from trainer.scoring import _UtteranceProgress
 
     # windows of utterances 0 (3 windows), 1 (1), 2 (4), in batches of 3
     utts = np.array([0, 0, 0, 1, 2, 2, 2, 2])

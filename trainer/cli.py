@@ -72,7 +72,7 @@ def cli() -> None:
 )
 def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **flags) -> None:
     """Train a countermeasure on STORE (a featstore store) into a run directory."""
-    from trainer.fit import fit
+    from trainer.training import fit
 
     if flags.get("cache_dir"):
         flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
@@ -136,7 +136,7 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
     in the store's index order; provenance goes to <out>.json. Read the file back with
     'trainer metrics' (with --protocol for the asvspoof2021 and asvspoof5 layouts).
     """
-    from trainer.score import score
+    from trainer.scoring import score
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

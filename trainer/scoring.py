@@ -52,7 +52,6 @@ import math
 import os
 import sys
 import time
-import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -627,13 +626,3 @@ def _location(path: str) -> str:
 
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``trainer.score`` callable once importing the submodule shadows the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return score(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -28,7 +28,6 @@ import os
 import random
 import sys
 import time
-import types
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -819,13 +818,3 @@ def _tensorboard(path: Path) -> Any:
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(os.fspath(path))
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``trainer.fit`` callable once importing the submodule shadows the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
-        return fit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
