@@ -37,8 +37,8 @@ import torch
 import featstore
 import trainer
 from trainer import checkpoint
+from trainer.config import FitConfig
 from trainer.data import EvalBatches, FeatureNormalizer
-from trainer.fit import FitConfig
 
 FEATURES = ("mgd", "logmel", "fbank", "lfcc")
 

@@ -171,5 +171,5 @@ def test_dockerignore_excludes_local_state() -> None:
     patterns = _dockerignore()
     for rel in (".venv", "demo_out", "runs", "stores", "x.zarr", "a/__pycache__", ".git"):
         assert _ignored(rel, patterns), rel
-    for rel in ("featstore", "trainer/fit.py", "pyproject.toml", "README.md"):
+    for rel in ("featstore", "trainer/training.py", "pyproject.toml", "README.md"):
         assert not _ignored(rel, patterns), rel

@@ -17,8 +17,9 @@ from test_data import build_store
 
 import trainer
 from trainer import checkpoint
+from trainer.config import FitConfig, load_config_file
 from trainer.errors import TrainingError
-from trainer.fit import METRICS_COLUMNS, FitConfig, load_config_file
+from trainer.runs import METRICS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 # Real models, made small (fewer bins, narrower embedding) so that CPU tests stay fast.

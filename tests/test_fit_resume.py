@@ -31,7 +31,7 @@ progress = false
 KILLER = """
 import os, signal, sys, torch
 from trainer import checkpoint
-from trainer.fit import fit
+from trainer.training import fit
 store, out = sys.argv[1], sys.argv[2]
 real_save, real_clip = checkpoint.save_checkpoint, torch.nn.utils.clip_grad_norm_
 seen = {"last": False, "steps": 0}

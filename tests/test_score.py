@@ -22,8 +22,9 @@ from trainer import checkpoint
 from trainer.cli import main
 from trainer.data import FeatureNormalizer
 from trainer.errors import TrainingError
-from trainer.score import latest_run, write_score_file
+from trainer.runs import latest_run
 from trainer.scorefiles import read_cm_scores
+from trainer.scoring import write_score_file
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*were quarantined:UserWarning")
 
@@ -322,17 +323,16 @@ def test_sidecar_records_provenance(world, tmp_path):
 
 
 def test_utterance_without_scored_segment_gets_llr_zero(world, tmp_path, monkeypatch):
-    import sys
+    from trainer import inference
 
-    fit_module = sys.modules["trainer.fit"]
-    real = fit_module.evaluate
+    real = inference.evaluate
 
     def losing_one(*args, **kwargs):
         scores = real(*args, **kwargs)
         scores[2] = np.nan  # what evaluate returns for an utterance without frames
         return scores
 
-    monkeypatch.setattr(fit_module, "evaluate", losing_one)
+    monkeypatch.setattr(inference, "evaluate", losing_one)
     with pytest.warns(UserWarning, match=r"1 utterance\(s\).*no frames.*score 0"):
         out = trainer.score(run=world["runs"]["lcnn"], out=tmp_path / "s.txt", progress=False)
     assert _read(out)[2].split()[5] == "0.0"
@@ -341,10 +341,28 @@ def test_utterance_without_scored_segment_gets_llr_zero(world, tmp_path, monkeyp
 
 
 def test_trainer_score_is_callable_after_importing_the_module(world, tmp_path):
-    import trainer.score  # binds the attribute trainer.score to the module
+    import trainer.scoring  # the submodule no longer shadows the function trainer.score
 
     out = trainer.score(run=world["runs"]["lcnn"], out=tmp_path / "s.txt", progress=False)
     assert out.is_file()
+
+
+def test_cache_dir_reaches_the_store_reader(world, tmp_path, monkeypatch):
+    import importlib
+
+    scoring = importlib.import_module("trainer.scoring")
+    seen = []
+
+    def spy(path, *args, cache_dir=None, **kwargs):
+        seen.append(cache_dir)
+        return featstore.open_store(path, *args, cache_dir=cache_dir, **kwargs)
+
+    monkeypatch.setattr(scoring, "open_store", spy)
+    cache = tmp_path / "cache"
+    trainer.score(
+        run=world["runs"]["lcnn"], out=tmp_path / "s.txt", cache_dir=cache, progress=False
+    )
+    assert seen == [cache]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -425,7 +443,7 @@ def test_checkpoint_without_config_uses_the_runs_config_json(world, tmp_path):
 def test_progress_counts_each_utterance_once_when_its_last_segment_is_scored():
     from types import SimpleNamespace
 
-    from trainer.score import _UtteranceProgress
+    from trainer.scoring import _UtteranceProgress
 
     # windows of utterances 0 (3 windows), 1 (1), 2 (4), in batches of 3
     utts = np.array([0, 0, 0, 1, 2, 2, 2, 2])

@@ -19,9 +19,9 @@ from featstore._version import __version__
 _LAZY = {
     "build_model": "trainer.models",
     "MODELS": "trainer.models",
-    "fit": "trainer.fit",
-    "FitConfig": "trainer.fit",
-    "score": "trainer.score",
+    "fit": "trainer.training",
+    "FitConfig": "trainer.config",
+    "score": "trainer.scoring",
     "compute_metrics": "trainer.metrics",
 }
 

@@ -1,10 +1,12 @@
-"""Training checkpoints: atomic writes, ``weights_only`` loads, and every RNG state.
+"""Training checkpoints: a typed record, atomic writes, ``weights_only`` loads, RNG states.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(path, weights_only=True)`` (no pickled code). It is written to a temporary file
-in the same directory, flushed to disk, and moved over the old one with :func:`os.replace`,
-so a crash (even ``SIGKILL``) at any moment leaves either the old or the new checkpoint,
-never a torn one.
+On disk a checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(path, weights_only=True)`` (no pickled code). In code it is a
+:class:`Checkpoint`: :meth:`Checkpoint.to_dict` and :meth:`Checkpoint.from_dict` convert at the
+I/O edge, and :func:`read_checkpoint` validates what it loads (a missing field is an error
+naming the file and the field). Files are replaced atomically
+(:func:`featstore.atomic_files.atomic_path`), so a crash (even ``SIGKILL``) at any moment
+leaves either the old or the new checkpoint, never a torn one.
 
 The random number generators (Python ``random``, NumPy's legacy global generator, torch CPU
 and every CUDA device) are captured as tensors and plain values by :func:`capture_rng_state`
@@ -14,17 +16,36 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import os
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from featstore.atomic_files import atomic_path
 from trainer.errors import TrainingError
+from trainer.runs import RunRecord
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "TrainingState",
+    "capture_rng_state",
+    "load_checkpoint",
+    "read_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+FORMAT = 1
+"""Version of the checkpoint layout (``state["format"]``)."""
+
+NormalizationStats = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -95,16 +116,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.to(torch.uint8).cpu() for s in cuda])
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`).
+def save_checkpoint(path: str | os.PathLike, state: Checkpoint | Mapping[str, Any]) -> Path:
+    """Write a checkpoint to ``path`` atomically (temporary sibling, fsync, rename).
 
     Parameters
     ----------
     path : str or os.PathLike
         Destination (``runs/x/last.pt``); its directory must exist.
-    state : dict
-        Tensors, numbers, strings, None, lists, tuples and dicts only, so that
-        :func:`load_checkpoint` can use ``weights_only=True``.
+    state : Checkpoint or Mapping
+        A :class:`Checkpoint`, or a dict of tensors, numbers, strings, None, lists, tuples and
+        dicts only, so that :func:`load_checkpoint` can use ``weights_only=True``.
 
     Returns
     -------
@@ -119,32 +140,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     >>> load_checkpoint(p)["epoch"]
     1
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return path
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-    return path
+    data = state.to_dict() if isinstance(state, Checkpoint) else dict(state)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+    """Load the raw dict of a checkpoint with ``weights_only=True``.
 
     Parameters
     ----------
@@ -156,7 +159,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Returns
     -------
     dict
-        The saved state.
+        The saved state (:func:`read_checkpoint` gives it typed and validated).
 
     Raises
     ------
@@ -175,3 +178,153 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise TrainingError(f"{path}: not a trainer checkpoint (holds {type(state).__name__})")
     return state
+
+
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Load and validate a checkpoint (see :meth:`Checkpoint.from_dict`)."""
+    return Checkpoint.from_dict(load_checkpoint(path, map_location), path)
+
+
+# --- the typed record -------------------------------------------------------------------------
+
+
+def _require(data: Mapping[str, Any], name: str, source: object) -> Any:
+    if name not in data:
+        raise TrainingError(f"{source}: not a trainer checkpoint (no {name!r} field)")
+    return data[name]
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """What resuming needs beyond the weights: optimizer and schedule, progress, RNG states.
+
+    Attributes
+    ----------
+    optimizer, scheduler, scaler : dict
+        ``state_dict()`` of the AdamW optimizer, the LR schedule and the GradScaler (``{}``
+        when fp16 scaling is off).
+    step : int
+        Optimizer steps taken.
+    best_dev_eer : float
+        Lowest dev EER so far (``inf`` before any).
+    best_epoch, bad_epochs : int
+        Epoch of ``best.pt``; epochs since the dev EER last improved (early stopping).
+    rng : list of dict
+        :func:`capture_rng_state` of every DDP rank, in rank order.
+    """
+
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    step: int
+    best_dev_eer: float
+    best_epoch: int
+    bad_epochs: int
+    rng: list
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: object) -> TrainingState:
+        return cls(
+            optimizer=dict(_require(data, "optimizer", source)),
+            scheduler=dict(_require(data, "scheduler", source)),
+            scaler=dict(_require(data, "scaler", source) or {}),
+            step=int(_require(data, "step", source)),
+            best_dev_eer=float(_require(data, "best_dev_eer", source)),
+            best_epoch=int(_require(data, "best_epoch", source)),
+            bad_epochs=int(_require(data, "bad_epochs", source)),
+            rng=list(_require(data, "rng", source)),
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint: the weights, the run they belong to, and (for resuming) training state.
+
+    Attributes
+    ----------
+    weights : dict of str to torch.Tensor
+        The model's ``state_dict()`` (``state["model"]`` on disk).
+    epoch : int
+        Epochs finished when it was written.
+    dev_eer : float
+        Dev EER of that epoch (NaN if none).
+    run : RunRecord or None
+        The run record (``state["config"]``, the same as the run's ``config.json``); None in
+        a checkpoint saved without it (readers then use the run directory's record).
+    normalizer : Mapping of str to (mean, std), or None
+        The per-bin training statistics, cut to the model's bins (see
+        :func:`trainer.data.normalization_stats`); None when not saved.
+    training : TrainingState or None
+        What resuming needs; None in a weights-only checkpoint (it can score, not resume).
+    """
+
+    weights: dict
+    epoch: int
+    dev_eer: float = math.nan
+    run: RunRecord | None = None
+    normalizer: NormalizationStats | None = None
+    training: TrainingState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk layout (``weights_only``-safe values only)."""
+        data: dict[str, Any] = {"format": FORMAT, "model": self.weights, "epoch": self.epoch}
+        data["dev_eer"] = self.dev_eer
+        if self.training is not None:
+            data.update(self.training.to_dict())
+        if self.run is not None:
+            data["config"] = self.run.to_dict()
+        if self.normalizer is not None:
+            data["normalizer"] = {
+                f: {
+                    "mean": torch.from_numpy(np.array(mean, np.float32)),
+                    "std": torch.from_numpy(np.array(std, np.float32)),
+                }
+                for f, (mean, std) in self.normalizer.items()
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: object) -> Checkpoint:
+        """Validate a loaded checkpoint dict.
+
+        ``model`` (the weights) and ``epoch`` are required; ``config``, ``normalizer`` and the
+        training state are optional sections, each validated whole when present.
+
+        Raises
+        ------
+        TrainingError
+            A required field is missing or malformed, naming ``source`` and the field.
+        """
+        weights = _require(data, "model", source)
+        if not isinstance(weights, Mapping):
+            raise TrainingError(f"{source}: not a trainer checkpoint ('model' is not a state dict)")
+        run = None
+        if data.get("config") is not None:
+            run = RunRecord.from_dict(data["config"], f"{source} (config)")
+        dev_eer = data.get("dev_eer")
+        return cls(
+            weights=dict(weights),
+            epoch=int(_require(data, "epoch", source)),
+            dev_eer=math.nan if dev_eer is None else float(dev_eer),
+            run=run,
+            normalizer=_normalizer_from_dict(data.get("normalizer"), source),
+            training=TrainingState.from_dict(data, source) if "optimizer" in data else None,
+        )
+
+
+def _normalizer_from_dict(data: Any, source: object) -> NormalizationStats | None:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise TrainingError(f"{source}: 'normalizer' must map features to mean/std")
+    stats = {}
+    for feature, entry in data.items():
+        if not isinstance(entry, Mapping) or "mean" not in entry or "std" not in entry:
+            raise TrainingError(f"{source}: normalizer.{feature} has no mean and std")
+        stats[str(feature)] = (np.asarray(entry["mean"]), np.asarray(entry["std"]))
+    return stats

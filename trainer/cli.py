@@ -7,10 +7,18 @@ Each command lives in its own section below and imports its API lazily.
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+
 import click
 
 from featstore._version import __version__
+from featstore.atomic_files import atomic_path
 from featstore.cli_runner import run_cli
+from trainer.errors import ScoreFileError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,13 +72,10 @@ def cli() -> None:
 )
 def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **flags) -> None:
     """Train a countermeasure on STORE (a featstore store) into a run directory."""
-    import os
+    from trainer.training import fit
 
-    from trainer.fit import fit
-
-    cache_dir = flags.pop("cache_dir", None)
-    if cache_dir:  # read by featstore in this process, its DataLoader workers and children
-        os.environ["SPOOFSTORE_CACHE_DIR"] = os.path.abspath(cache_dir)
+    if flags.get("cache_dir"):
+        flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
     settings = {k: v for k, v in flags.items() if v is not None}
     if not settings.get("resume"):
         settings.pop("resume", None)
@@ -131,10 +136,7 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
     in the store's index order; provenance goes to <out>.json. Read the file back with
     'trainer metrics' (with --protocol for the asvspoof2021 and asvspoof5 layouts).
     """
-    import json
-    import warnings
-
-    from trainer.score import score
+    from trainer.scoring import score
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -174,10 +176,6 @@ def metrics_cmd(
     tsv files; the last two need --protocol. With several files, --json writes
     {"results": [...]} and --det overlays their curves.
     """
-    import json
-    import os
-    from pathlib import Path
-
     from trainer.metrics import format_metrics, format_summary
     from trainer.scorefiles import evaluate_score_files, results_to_json
 
@@ -185,29 +183,18 @@ def metrics_cmd(
     names = [Path(r.cm.path).name for r in results]
     if len(set(names)) < len(names):
         names = [r.cm.path for r in results]
-    pending: list[tuple[Path, Path]] = []  # (temporary, final): nothing is written on error
-    try:
-        if det:
-            from trainer.plots import plot_det
+    try:  # both files or neither: each replaces its destination only once both are written
+        with ExitStack() as stack:
+            if det:
+                from trainer.plots import plot_det
 
-            final = Path(det)
-            tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}{final.suffix or '.png'}")
-            pending.append((tmp, final))
-            plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
-        if json_out:
-            final = Path(json_out)
-            tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-            pending.append((tmp, final))
-            tmp.write_text(json.dumps(results_to_json(results), indent=2) + "\n")
-        for tmp, final in pending:
-            os.replace(tmp, final)
+                tmp = stack.enter_context(atomic_path(det))
+                plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
+            if json_out:
+                tmp = stack.enter_context(atomic_path(json_out))
+                tmp.write_text(json.dumps(results_to_json(results), indent=2) + "\n")
     except OSError as exc:
-        from trainer.errors import ScoreFileError
-
         raise ScoreFileError(exc.filename, f"cannot write: {exc.strerror or exc}") from None
-    finally:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
     for n, r in zip(names, results, strict=True):
         title = f"{n}  ({r.cm.format} format)"
         click.echo(format_metrics(r.metrics, title=title, legacy_tdcf=legacy_tdcf, by=by))

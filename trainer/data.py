@@ -40,17 +40,17 @@ persistent workers (warm memory maps), 2 workers are then faster than 0, not slo
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from featstore import open_store
 from trainer.errors import TrainingError
+from trainer.torch_shared_memory import empty_shared
 
 __all__ = [
     "CropBatchSampler",
@@ -60,6 +60,7 @@ __all__ = [
     "StoreView",
     "crop_plan",
     "make_loader",
+    "normalization_stats",
     "shard_batches",
     "shared_frames",
 ]
@@ -267,30 +268,37 @@ def shared_frames(store: Any, split: str, features: Sequence[str]) -> tuple[np.n
 
 
 class StoreView:
-    """A store opened lazily in whichever process uses it (pickles as its path).
+    """A store opened lazily in whichever process uses it (pickles as its path and cache).
 
     Parameters
     ----------
     store : str or os.PathLike or Store
         A store path/URL, or an open store (used as is in the process that made the view,
         reopened by ``store.path`` in any other process).
+    cache_dir : str or os.PathLike, optional
+        Read cache of a store at a URL (see :func:`featstore.open_store`); default the open
+        store's own ``cache_dir``, or None for a path.
     """
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, cache_dir: str | os.PathLike | None = None):
         if isinstance(store, str | os.PathLike):
             self.path = os.fspath(store)
             self._store = None
         else:
             self.path = store.path
             self._store = store
+            if cache_dir is None:
+                cache_dir = getattr(store, "cache_dir", None)
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self._pid = os.getpid()
         self._arrays: dict = {}
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "cache_dir": self.cache_dir}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
+        self.cache_dir = state["cache_dir"]
         self._store = None
         self._pid = -1
         self._arrays = {}
@@ -299,9 +307,7 @@ class StoreView:
     def store(self) -> Any:
         """The store, opened in this process on first use."""
         if self._store is None or self._pid != os.getpid():
-            from featstore import open_store
-
-            self._store = open_store(self.path, mode="r")
+            self._store = open_store(self.path, mode="r", cache_dir=self.cache_dir)
             self._pid = os.getpid()
             self._arrays = {}
         return self._store
@@ -353,19 +359,10 @@ def _read_crops(
 
 
 def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor; in a DataLoader worker, directly in shared memory.
-
-    A worker's batch travels to the main process through shared memory; allocating it there
-    in the first place saves the copy torch would otherwise make when sending it.
-    """
+    """An uninitialised float32 tensor; in a DataLoader worker, directly in shared memory."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=torch.float32)
-    n = math.prod(shape)
-    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
-    if new_shared is None:  # pragma: no cover - older/newer torch: share (copies once)
-        return torch.empty(shape, dtype=torch.float32).share_memory_()
-    storage = new_shared(n * 4)
-    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+    return empty_shared(shape, torch.float32)
 
 
 def _gather(
@@ -733,12 +730,6 @@ class _SlotLoader:
 # --- normalisation ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Stats:
-    mean: np.ndarray
-    std: np.ndarray
-
-
 class FeatureNormalizer(nn.Module):
     """Per-bin ``(x - mean) / std`` of each feature, applied to whole batches on the device.
 
@@ -768,12 +759,8 @@ class FeatureNormalizer(nn.Module):
 
     @classmethod
     def from_store(cls, store: Any, features: Mapping[str, int]) -> FeatureNormalizer:
-        """Normaliser from ``store.stats(feature)`` (train split), cut to ``features``' bins."""
-        stats = {}
-        for f, n_bins in features.items():
-            mean, std = store.stats(f)
-            stats[f] = (np.asarray(mean)[:n_bins], np.asarray(std)[:n_bins])
-        return cls(stats)
+        """Normaliser of the store's train statistics (:func:`normalization_stats`)."""
+        return cls(normalization_stats(store, features))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Normalised copies of the features in ``batch`` (other keys pass through)."""
@@ -782,3 +769,33 @@ class FeatureNormalizer(nn.Module):
             if name in batch:
                 out[name] = (batch[name] - getattr(self, f"mean_{i}")) * getattr(self, f"scale_{i}")
         return out
+
+
+def normalization_stats(
+    store: Any, features: Mapping[str, int]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The per-bin training statistics of ``store``, cut to the bins a model consumes.
+
+    The one source of normalisation: :class:`FeatureNormalizer` applies them, every
+    checkpoint saves them (so scoring needs no training store), scoring reads them back.
+
+    Parameters
+    ----------
+    store : Store
+        An open feature store (``store.stats(feature)``: mean and std of its train split).
+    features : Mapping[str, int]
+        Feature -> bins the model consumes.
+
+    Returns
+    -------
+    dict
+        Feature -> ``(mean, std)``, float32 arrays of ``n_bins`` values.
+    """
+    stats = {}
+    for feature, n_bins in features.items():
+        mean, std = store.stats(feature)
+        stats[feature] = (
+            np.array(np.asarray(mean)[:n_bins], np.float32),
+            np.array(np.asarray(std)[:n_bins], np.float32),
+        )
+    return stats

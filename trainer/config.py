@@ -1,0 +1,228 @@
+"""What defines a training run: :class:`FitConfig`, read from arguments or a ``train.toml``.
+
+This module imports neither torch nor the training loop, so the run record
+(:mod:`trainer.runs`) and the command line can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import TrainingError
+
+__all__ = ["RESUMABLE_CHANGES", "FitConfig", "load_config_file"]
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "store",
+        "out",
+        "epochs",
+        "workers",
+        "device",
+        "precision",
+        "resume",
+        "patience",
+        "compile",
+        "channels_last",
+        "deterministic",
+        "threads",
+        "eval_batch_size",
+        "progress",
+        "cache_dir",
+    }
+)
+"""Fields a resumed run may change; any other field must match the checkpoint's config."""
+
+_NOT_RECORDED = frozenset({"cache_dir"})
+"""Fields of this machine, not of the run: left out of ``config.json`` and checkpoints."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that defines a training run (``--config train.toml`` sets the same fields).
+
+    Attributes
+    ----------
+    store : str
+        Feature store path (Zarr directory or ``.h5``) or URL.
+    model : str, default "grcnn"
+        Model name (see ``trainer.MODELS``).
+    out : str or None
+        Run directory; default ``runs/<model>-<YYYYmmdd-HHMMSS>``.
+    epochs : int, default 20
+        Epochs to train.
+    batch_size : int, default 32
+        Crops per optimizer step (per rank under DDP).
+    crop_frames : int or None
+        Frames per training crop; default ``model.train_frames``.
+    lr, weight_decay : float
+        AdamW peak learning rate and decoupled weight decay.
+    warmup : float, default 0.05
+        Fraction of all steps spent in linear warm-up (then cosine decay to 0).
+    grad_clip : float or None, default 5.0
+        Max global gradient norm (None: no clipping).
+    seed : int, default 0
+        Seeds model initialisation, dropout and every epoch's crop plan.
+    device : {"auto", "cpu", "cuda"} or str
+        "auto" picks CUDA when available (also "cuda:1" etc.).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        "auto": bf16 (or fp16) autocast on CUDA, fp32 on CPU. fp16 on CPU falls back to fp32.
+    workers : int, default 2
+        DataLoader worker processes (0: load in the training process).
+    balance : bool, default False
+        Class-balanced crops; otherwise the loss is class-weighted.
+    resume : bool, default False
+        Continue the run in ``out`` (default: the latest ``runs/<model>-*``) from ``last.pt``.
+    patience : int or None
+        Stop after this many epochs without a better dev EER (None: never).
+    compile : bool, default False
+        ``torch.compile`` the training model.
+    channels_last : bool, default True
+        Channels-last memory format for the model on CUDA with bf16/fp16 autocast (tensor
+        cores); ignored on CPU and in fp32.
+    deterministic : bool, default False
+        ``torch.use_deterministic_algorithms(True)`` (and no cuDNN autotuning).
+    threads : int or None
+        ``torch.set_num_threads``; None leaves torch's default.
+    eval_batch_size : int or None
+        Segments per dev batch; default ``batch_size``.
+    train_split, dev_split : str
+        Store splits to train on and to validate on.
+    model_kwargs : dict
+        Extra keyword arguments of ``build_model`` (e.g. smaller widths for tests).
+    progress : bool, default True
+        Print the run directory, per-epoch summaries and a tqdm bar.
+    cache_dir : str or None
+        Local read cache of a store at a URL (``featstore.open_store(..., cache_dir=...)``);
+        None: ``$SPOOFSTORE_CACHE_DIR`` if set. A property of this machine, not of the run:
+        not recorded in ``config.json`` or checkpoints.
+    """
+
+    store: str = ""
+    model: str = "grcnn"
+    out: str | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    crop_frames: int | None = None
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup: float = 0.05
+    grad_clip: float | None = 5.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = 2
+    balance: bool = False
+    resume: bool = False
+    patience: int | None = None
+    compile: bool = False
+    channels_last: bool = True
+    deterministic: bool = False
+    threads: int | None = None
+    eval_batch_size: int | None = None
+    train_split: str = "train"
+    dev_split: str = "dev"
+    model_kwargs: dict = field(default_factory=dict)
+    progress: bool = True
+    cache_dir: str | None = None
+
+    def validate(self) -> FitConfig:
+        """Check value ranges; raises :class:`TrainingError` naming the bad field."""
+        if not self.store:
+            raise TrainingError("no store given")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
+        if self.crop_frames is not None:
+            positive["crop_frames"] = self.crop_frames
+        if self.eval_batch_size is not None:
+            positive["eval_batch_size"] = self.eval_batch_size
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise TrainingError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise TrainingError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.warmup < 1:
+            raise TrainingError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
+        if self.workers < 0:
+            raise TrainingError(f"workers must be >= 0, got {self.workers}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise TrainingError(
+                f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"
+            )
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise TrainingError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.patience is not None and self.patience < 1:
+            raise TrainingError(f"patience must be >= 1, got {self.patience}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recorded fields (``config.json``'s ``"fit"``): all but ``cache_dir``."""
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_RECORDED}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | os.PathLike) -> FitConfig:
+        """The config recorded in ``source`` (a ``config.json`` or checkpoint).
+
+        Raises
+        ------
+        TrainingError
+            ``data`` is not a mapping or names a field :class:`FitConfig` does not have.
+        """
+        if not isinstance(data, Mapping):
+            raise TrainingError(f"{source}: 'fit' must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TrainingError(f"{source}: unknown fit field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Fields of a ``train.toml`` (top level or a ``[fit]`` table; ``-`` or ``_`` in names).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        TOML file.
+
+    Returns
+    -------
+    dict
+        FitConfig field -> value.
+
+    Raises
+    ------
+    TrainingError
+        Unreadable file, bad TOML, or an unknown key.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "train.toml"
+    >>> _ = p.write_text('epochs = 3\\nbatch-size = 8\\n')
+    >>> load_config_file(p)
+    {'epochs': 3, 'batch_size': 8}
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot read config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TrainingError(f"{path}: invalid TOML ({exc})") from None
+    if isinstance(data.get("fit"), dict):
+        data = data["fit"]
+    valid = {f.name for f in fields(FitConfig)}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in valid:
+            raise TrainingError(
+                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}"
+            )
+        out[name] = value
+    return out
