@@ -18,17 +18,19 @@ from featstore._version import __version__
 from featstore.build import build
 from featstore.errors import (
     AudioError,
+    ConfigError,
     FeatureError,
     ManifestError,
     SpoofstoreError,
     StoreError,
 )
-from featstore.features.registry import FEATURES, FeatureSpec, compute_feature
+from featstore.features.registry import FEATURES, FeatureSpec, compute_feature, register_feature
 from featstore.store import open_store
 
 __all__ = [
     "FEATURES",
     "AudioError",
+    "ConfigError",
     "FeatureError",
     "FeatureSpec",
     "ManifestError",
@@ -38,4 +40,5 @@ __all__ = [
     "build",
     "compute_feature",
     "open_store",
+    "register_feature",
 ]

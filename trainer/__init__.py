@@ -19,13 +19,23 @@ from featstore._version import __version__
 _LAZY = {
     "build_model": "trainer.models",
     "MODELS": "trainer.models",
+    "register_model": "trainer.models",
     "fit": "trainer.training",
     "FitConfig": "trainer.config",
     "score": "trainer.scoring",
     "compute_metrics": "trainer.metrics",
 }
 
-__all__ = ["MODELS", "FitConfig", "__version__", "build_model", "compute_metrics", "fit", "score"]
+__all__ = [
+    "MODELS",
+    "FitConfig",
+    "__version__",
+    "build_model",
+    "compute_metrics",
+    "fit",
+    "register_model",
+    "score",
+]
 
 
 def __getattr__(name: str) -> Any:
