@@ -7,5 +7,13 @@ from featstore.features.registry import (
     get_feature,
     register_feature,
 )
+from featstore.features.validation import validate_feature_params
 
-__all__ = ["FEATURES", "FeatureSpec", "compute_feature", "get_feature", "register_feature"]
+__all__ = [
+    "FEATURES",
+    "FeatureSpec",
+    "compute_feature",
+    "get_feature",
+    "register_feature",
+    "validate_feature_params",
+]
