@@ -127,7 +127,7 @@ def test_every_accepted_format_is_written(tmp_path):
 
 
 def _run_metrics(path, dev_eers):
-    from trainer.fit import METRICS_COLUMNS, _write_metrics
+    from trainer.runs import METRICS_COLUMNS, write_metrics
 
     rows = []
     for i, eer in enumerate(dev_eers):
@@ -145,7 +145,7 @@ def _run_metrics(path, dev_eers):
             }
         )
     assert all(set(row) == set(METRICS_COLUMNS) for row in rows)
-    _write_metrics(path, rows)
+    write_metrics(path, rows)
     return path
 
 
