@@ -159,10 +159,11 @@ def test_protocol_mismatch_and_bad_by_exit_2(files, tmp_path, capsys):
     rc, _, err = run(
         ["metrics", str(files["cm21"]), "--protocol", str(files["key"]), "--json", str(j)], capsys
     )
-    assert rc == 2 and "trial_metadata.txt:50: utterance 'LA_E_49' has no score" in err
+    assert rc == 2 and "1 of its 50 trials has no score ('LA_E_49'; first on line 50" in err
+    assert "--allow-missing to evaluate the 49 trials in both" in err and not j.exists()
     files["cm21"].write_text("\n".join([*lines, "LA_E_99 0.5"]) + "\n")
     rc, _, err = run(["metrics", str(files["cm21"]), "--protocol", str(files["key"])], capsys)
-    assert rc == 2 and "cm21.txt:51: utterance 'LA_E_99' is not in the key file" in err
+    assert rc == 2 and "1 of the 51 scored utterances is not in it ('LA_E_99'; first on" in err
     rc, _, err = run(["metrics", str(files["cm19"]), "--by", "codec", "--json", str(j)], capsys)
     assert rc == 2 and "--by 'codec': no such column" in err and not j.exists()
     rc, _, err = run(["metrics", str(files["cm21"])], capsys)
