@@ -159,6 +159,19 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
 @click.option("--det", type=click.Path(dir_okay=False), help="Draw the DET curve(s) (PNG).")
 @click.option("--by", default="attack", show_default=True, help="Breakdown: key-file column.")
 @click.option("--legacy-tdcf", is_flag=True, help="Show the ASVspoof 2019 challenge t-DCF.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Evaluate the trials in both the score file and --protocol (warn with the counts) "
+    "instead of refusing a score file that misses or adds trials.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="TEXT",
+    help="Name of a score file in the DET legend and the tables; one per score file, in order.",
+)
 def metrics_cmd(
     scores: tuple[str, ...],
     asv_scores: str | None,
@@ -167,33 +180,52 @@ def metrics_cmd(
     det: str | None,
     by: str,
     legacy_tdcf: bool,
+    allow_missing: bool,
+    labels: tuple[str, ...],
 ) -> None:
     """EER, min t-DCF, minDCF, actDCF, Cllr and a per-attack table of CM score files.
 
     SCORES: 2019 6-column (SPEAKER UTT - SYSTEM KEY SCORE), 2021 'UTT SCORE' or ASVspoof 5
-    tsv files; the last two need --protocol. With several files, --json writes
-    {"results": [...]} and --det overlays their curves.
+    tsv files; the last two need --protocol, which every file must cover exactly (unless
+    --allow-missing). --asv-scores must be of the same trials (partition). With several
+    files, --json writes {"results": [...]} and --det overlays their curves.
     """
     import json
     import os
+    import warnings
     from pathlib import Path
 
+    from featstore.errors import ConfigError
+    from trainer import plots
     from trainer.metrics import format_metrics, format_summary
     from trainer.scorefiles import evaluate_score_files, results_to_json
 
-    results = evaluate_score_files(scores, asv_scores=asv_scores, protocol=protocol, by=by)
+    if labels and len(labels) != len(scores):
+        raise ConfigError(
+            f"{len(labels)} --label for {len(scores)} score files: give one per score file"
+        )
+    check_plot_path = getattr(plots, "check_plot_path", None)  # TODO(merge): import it
+    if det and check_plot_path is not None:
+        check_plot_path(det)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        results = evaluate_score_files(
+            scores, asv_scores=asv_scores, protocol=protocol, by=by, allow_missing=allow_missing
+        )
+    for w in caught:  # --allow-missing: the counts of trials left out, one line each
+        click.echo(f"warning: {w.message}", err=True)
     names = [Path(r.cm.path).name for r in results]
     if len(set(names)) < len(names):
         names = [r.cm.path for r in results]
+    if labels:
+        names = list(labels)
     pending: list[tuple[Path, Path]] = []  # (temporary, final): nothing is written on error
     try:
         if det:
-            from trainer.plots import plot_det
-
             final = Path(det)
             tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}{final.suffix or '.png'}")
             pending.append((tmp, final))
-            plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
+            plots.plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
         if json_out:
             final = Path(json_out)
             tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
@@ -209,7 +241,7 @@ def metrics_cmd(
         for tmp, _ in pending:
             tmp.unlink(missing_ok=True)
     for n, r in zip(names, results, strict=True):
-        title = f"{n}  ({r.cm.format} format)"
+        title = f"{n}  ({f'{r.cm.path}, ' if labels else ''}{r.cm.format} format)"
         click.echo(format_metrics(r.metrics, title=title, legacy_tdcf=legacy_tdcf, by=by))
         click.echo("")
     if len(results) > 1:
