@@ -227,6 +227,22 @@ def test_asv_scores_of_other_trials_exit_2(files, tmp_path, capsys):
     assert rc == 2 and "no spoofing attack in common" in err and "(ASV attack A01; CM " in err
 
 
+def test_asv_2021_layout_with_asv_protocol(files, tmp_path, capsys):
+    meta = ["SPK LA_E_0 none tx bonafide target notrim eval"]
+    meta += ["SPK LA_E_1 none tx bonafide nontarget notrim eval"]
+    meta += [f"SPK LA_E_{i} none tx {a} spoof notrim eval" for i, a in ((20, "A07"), (40, "A08"))]
+    asv_key = tmp_path / "asv_meta.txt"
+    asv_key.write_text("\n".join(meta) + "\n")
+    files["asv"].write_text("SPK LA_E_0 3\nSPK LA_E_1 1\nSPK LA_E_20 2.5\nSPK LA_E_40 0.5\n")
+    argv = ["metrics", str(files["cm21"]), "--protocol", str(files["key"]), "--asv-scores",
+            str(files["asv"])]  # fmt: skip
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "asv.txt: ASV scores in the 2021 layout" in err
+    rc, out, err = run([*argv, "--asv-protocol", str(asv_key)], capsys)
+    assert rc == 0, err
+    assert "min t-DCF" in out and "needs --asv-scores" not in out
+
+
 def test_real_eval_cm_with_dev_asv_exit_2(shared_data, tmp_path, capsys):
     d = shared_data / "asvspoof2019_la_scores"
     if not d.is_dir():

@@ -224,6 +224,73 @@ def test_asv_scores_of_other_trials_are_refused(tmp_path):
     assert set(r.metrics.per_attack) == {"A01", "A02"}
 
 
+# ASVspoof 2021 LA ASV trial_metadata.txt (the CM layout, ASV keys) and ASV_SPK TRIAL SCORE
+ASV_KEY_2021_LA = """\
+LA_0009 LA_E_1 alaw ita_tx bonafide target notrim eval
+LA_0010 LA_E_1 alaw ita_tx bonafide nontarget notrim eval
+LA_0009 LA_E_3 alaw ita_tx A07 spoof notrim eval
+LA_0010 LA_E_4 none loc_tx A08 spoof trim hidden
+"""
+ASV_SCORES_2021 = "LA_0010 LA_E_4 -1.5\nLA_0009 LA_E_1 7.25\nLA_0009 LA_E_3 2\nLA_0010 LA_E_1 -3\n"
+
+
+def test_asv_2021_scores_with_their_key_file(tmp_path):
+    from trainer.scorefiles import read_asv_key_file
+
+    key = write(tmp_path, "asv_meta.txt", ASV_KEY_2021_LA)
+    k = read_asv_key_file(key)
+    assert k.format == "2021-LA" and k.keys.tolist() == [0, 1, 2, 2]
+    assert k.attacks.tolist() == ["-", "-", "A07", "A08"]
+    scores = write(tmp_path, "asv.txt", ASV_SCORES_2021)
+    for key_arg in (key, k):  # a path or a parsed key file; joined by (speaker, trial)
+        a = read_asv_scores(scores, key_arg)
+        assert (a.target.tolist(), a.nontarget.tolist()) == ([7.25], [-3.0])
+        assert a.spoof.tolist() == [-1.5, 2.0] and a.spoof_attacks.tolist() == ["A08", "A07"]
+        assert a.utt_ids.tolist() == ["LA_E_4", "LA_E_1", "LA_E_3", "LA_E_1"]
+    pa = ASV_KEY_2021_LA.replace("alaw ita_tx bonafide", "R1 M1 d1 - - - -").replace(
+        "alaw ita_tx A07", "R1 M1 d1 r1 m1 s4 c4"
+    )
+    pa = pa.replace("none loc_tx A08", "R1 M1 d1 r1 m1 s2 c3")
+    k = read_asv_key_file(write(tmp_path, "pa.txt", pa))
+    assert k.format == "2021-PA" and k.attacks.tolist() == ["-", "-", "c4s4", "c3s2"]
+
+
+def test_asv_2021_scores_errors(tmp_path):
+    key = write(tmp_path, "asv_meta.txt", ASV_KEY_2021_LA)
+    scores = write(tmp_path, "asv.txt", ASV_SCORES_2021)
+    with pytest.raises(ScoreFileError, match=r"asv.txt: ASV scores in the 2021 layout .*--asv-"):
+        read_asv_scores(scores)
+    short = write(tmp_path, "short.txt", "\n".join(ASV_SCORES_2021.splitlines()[:3]) + "\n")
+    with pytest.raises(
+        ScoreFileError,
+        match=r"short.txt: does not match the ASV key file .*asv_meta.txt: 1 of its 4 trials "
+        r"have no score \('LA_0010 LA_E_1'\)",
+    ):
+        read_asv_scores(short, key)
+    other = write(tmp_path, "o.txt", ASV_SCORES_2021.replace("LA_0010 LA_E_1", "LA_0011 LA_E_1"))
+    with pytest.raises(ScoreFileError, match=r"1 of the 4 scored trials are not in it .*line 4"):
+        read_asv_scores(other, key)
+    with pytest.raises(ScoreFileError, match=r"asv6.txt: an ASV key file .* holds its own keys"):
+        read_asv_scores(write(tmp_path, "asv6.txt", "S U - bonafide target 1\n"), key)
+    bad = write(tmp_path, "bad.txt", ASV_KEY_2021_LA.replace("nontarget", "impostor"))
+    with pytest.raises(ScoreFileError, match=r"bad.txt:2: unknown key 'impostor'"):
+        read_asv_scores(scores, bad)
+    cm_key = write(tmp_path, "cm_meta.txt", KEY_2021_LA)
+    with pytest.raises(
+        ScoreFileError, match=r"cm_meta.txt: a CM key file \(bonafide/spoof\), not an ASV one"
+    ):
+        read_asv_scores(scores, cm_key)
+    with pytest.raises(ScoreFileError, match=r"none.txt:1: no ASV key column"):
+        read_asv_scores(scores, write(tmp_path, "none.txt", "S U x y\nS V x y\n"))
+    cm = write(tmp_path, "cm.txt", SCORES_2021)
+    (r,) = evaluate_score_files(
+        [cm], protocol=write(tmp_path, "k.txt", KEY_2021_LA), asv_scores=scores, asv_protocol=key
+    )
+    assert r.metrics.min_tdcf is not None and set(r.metrics.per_attack) == {"A07", "A08"}
+    with pytest.raises(ScoreFileError, match=r"asv_meta.txt: an ASV key file needs its ASV"):
+        evaluate_score_files([cm], protocol=cm_key, asv_protocol=key)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

@@ -155,6 +155,11 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
 @click.argument("scores", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--asv-scores", type=click.Path(dir_okay=False), help="ASV scores (for t-DCF).")
 @click.option("--protocol", type=click.Path(dir_okay=False), help="Key / protocol file.")
+@click.option(
+    "--asv-protocol",
+    type=click.Path(dir_okay=False),
+    help="ASV key file of 2021 'ASV_SPK TRIAL SCORE' ASV scores (keys/LA/ASV/trial_metadata.txt).",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all as JSON.")
 @click.option("--det", type=click.Path(dir_okay=False), help="Draw the DET curve(s) (PNG).")
 @click.option("--by", default="attack", show_default=True, help="Breakdown: key-file column.")
@@ -175,6 +180,7 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
 def metrics_cmd(
     scores: tuple[str, ...],
     asv_scores: str | None,
+    asv_protocol: str | None,
     protocol: str | None,
     json_out: str | None,
     det: str | None,
@@ -210,7 +216,12 @@ def metrics_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         results = evaluate_score_files(
-            scores, asv_scores=asv_scores, protocol=protocol, by=by, allow_missing=allow_missing
+            scores,
+            asv_scores=asv_scores,
+            asv_protocol=asv_protocol,
+            protocol=protocol,
+            by=by,
+            allow_missing=allow_missing,
         )
     for w in caught:  # --allow-missing: the counts of trials left out, one line each
         click.echo(f"warning: {w.message}", err=True)

@@ -30,7 +30,10 @@ protocol reader names it), every PA column stays available to ``--by``.
 
 ASV score files (:func:`read_asv_scores`): 6 columns ``SPEAKER UTT - bonafide|ATTACK
 target|nontarget|spoof SCORE`` or the database's 3-column ``bonafide|ATTACK
-target|nontarget|spoof SCORE``.
+target|nontarget|spoof SCORE``, or ASVspoof 2021's ``ASV_SPK TRIAL SCORE`` joined by
+(speaker, trial) with its ASV key file (:func:`read_asv_key_file`: the CM key layout of LA or
+PA with ``target``/``nontarget``/``spoof`` keys). :func:`check_asv_scores` refuses ASV
+scores of other trials than the CM scores'.
 
 Every problem raises :class:`trainer.errors.ScoreFileError` naming the file and line.
 Files are parsed with one ``str.split`` plus a vectorised column count per line (no
@@ -50,8 +53,10 @@ import numpy as np
 
 from featstore.asvspoof_formats import (
     ASV_KEYS,
+    ASV_SCORE_COLUMNS_2021,
     ASVSPOOF5_TSV_NAMES,
     ATTACK,
+    BONAFIDE,
     CM_KEYS,
     KEY,
     NO_VALUE,
@@ -72,12 +77,14 @@ from trainer.metrics import AsvScores, MetricSet, compute_metrics
 
 __all__ = [
     "SCORE_FORMATS",
+    "AsvKeyFile",
     "CmScores",
     "CoverageWarning",
     "KeyFile",
     "ScoreFileResult",
     "check_asv_scores",
     "evaluate_score_files",
+    "read_asv_key_file",
     "read_asv_scores",
     "read_cm_scores",
     "read_key_file",
@@ -717,26 +724,116 @@ def _key_columns(
 # --- ASV score files --------------------------------------------------------------------------
 
 
-def read_asv_scores(path: str | os.PathLike) -> AsvScores:
-    """Read ASV scores (6-column or the database's 3-column format).
+@dataclass(frozen=True)
+class AsvKeyFile:
+    """A parsed ASV key file (ASVspoof 2021 LA/PA ASV ``trial_metadata.txt``).
+
+    Attributes
+    ----------
+    path : str
+    format : str
+        ``2021-LA``, ``2021-PA`` or ``generic`` (the CM key layouts, with ASV keys).
+    keys : np.ndarray
+        int8, index in :data:`featstore.asvspoof_formats.ASV_KEYS` (target, nontarget, spoof).
+    attacks : np.ndarray
+        str, attack id per trial (``-`` for target and non-target trials).
+    lines : np.ndarray
+        1-based line of every trial.
+    index : dict of (str, str) to int
+        Row of every (claimed speaker, utterance) trial.
+    """
+
+    path: str
+    format: str
+    keys: np.ndarray
+    attacks: np.ndarray
+    lines: np.ndarray
+    index: dict[tuple[str, str], int] = field(repr=False)
+
+
+def read_asv_key_file(path: str | os.PathLike) -> AsvKeyFile:
+    """Read an ASV key file: a CM key layout whose key column says target/nontarget/spoof.
 
     Parameters
     ----------
     path : str or os.PathLike
-        ``SPEAKER UTT - bonafide|ATTACK target|nontarget|spoof SCORE`` or
-        ``bonafide|ATTACK target|nontarget|spoof SCORE``.
+        E.g. the ASVspoof 2021 eval package's ``keys/LA/ASV/trial_metadata.txt``
+        (``SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM SUBSET``).
+
+    Returns
+    -------
+    AsvKeyFile
+
+    Raises
+    ------
+    ScoreFileError
+        Unreadable or empty file, ragged columns, no key column, unknown key, no speaker
+        column, duplicate (speaker, utterance) trial.
+    """
+    table = _read_table(path, "ASV key file")
+    p, cols, lines = table.path, table.columns(), table.lines
+    keys = set(ASV_KEYS)
+    counts = [sum(tok in keys for tok in col) for col in cols]
+    key_at = int(np.argmax(counts))
+    if counts[key_at] == 0 or key_at < 2:
+        raise ScoreFileError(
+            p,
+            "no ASV key column: expected 'SPEAKER TRIAL ... target|nontarget|spoof ...'",
+            int(lines[0]),
+        )
+    layout = _KEY_LAYOUTS.get((len(cols), key_at))
+    names = layout.columns if layout is not None else _generic_names(len(cols), key_at)
+    by_name = dict(zip(names, cols, strict=True))
+    if BONAFIDE in by_name[KEY] and not set(by_name[KEY]) & {"target", "nontarget"}:
+        raise ScoreFileError(
+            p,
+            "a CM key file (bonafide/spoof), not an ASV one (target/nontarget/spoof, e.g. "
+            "the eval package's keys/LA/ASV/trial_metadata.txt)",
+        )
+    codes = _parse_keys(p, by_name[KEY], lines, ASV_KEYS)
+    attack_from = layout.attack if layout is not None else (ATTACK,)
+    attacks = _attacks([by_name[c] for c in attack_from if c in by_name], by_name[KEY])
+    pairs = [f"{s} {u}" for s, u in zip(by_name[SPEAKER], by_name[UTT], strict=True)]
+    _index_ids(p, pairs, lines, "trial")
+    trials = zip(by_name[SPEAKER], by_name[UTT], strict=True)
+    index = dict(zip(trials, range(len(pairs)), strict=True))
+    return AsvKeyFile(
+        path=p,
+        format="generic" if layout is None else (layout.key_file_format or layout.name),
+        keys=codes,
+        attacks=attacks,
+        lines=lines,
+        index=index,
+    )
+
+
+def read_asv_scores(
+    path: str | os.PathLike, key: str | os.PathLike | AsvKeyFile | None = None
+) -> AsvScores:
+    """Read ASV scores (6-column, the 2019 database's 3-column, or 2021 with a key file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``SPEAKER UTT - bonafide|ATTACK target|nontarget|spoof SCORE``,
+        ``bonafide|ATTACK target|nontarget|spoof SCORE`` or the ASVspoof 2021
+        ``ASV_SPK TRIAL SCORE`` (which needs ``key``).
+    key : str, os.PathLike or AsvKeyFile, optional
+        The ASV key file of a 2021 score file (:func:`read_asv_key_file`); every trial of it
+        must be scored, and nothing else.
 
     Returns
     -------
     AsvScores
-        Target, non-target and spoof scores, with the attack of every spoof trial and (6
-        columns) the utterance of every trial.
+        Target, non-target and spoof scores, with the attack of every spoof trial and
+        (6 columns, 2021) the utterance of every trial.
 
     Raises
     ------
     ScoreFileError
         Bad layout, non-numeric or non-finite score, unknown key, duplicate
-        (speaker, utterance) trial, no target, no non-target or no spoof trials.
+        (speaker, utterance) trial, no target, no non-target or no spoof trials; a 2021
+        file without ``key`` or not covering it; ``key`` with a file that has its own keys.
 
     Examples
     --------
@@ -749,21 +846,39 @@ def read_asv_scores(path: str | os.PathLike) -> AsvScores:
     cols = table.columns()
     lines = table.lines
     utt_ids = None
-    if len(cols) == 6:
-        att_col, key_col, score_col = cols[3], cols[4], cols[5]
-        _index_ids(p, [f"{s} {u}" for s, u in zip(cols[0], cols[1], strict=True)], lines, "trial")
-        utt_ids = np.array(cols[1])
-    elif len(cols) == 3:
-        att_col, key_col, score_col = cols
+    if len(cols) == 3 and not any(tok in ASV_KEYS for tok in cols[1]):
+        if key is None:
+            raise ScoreFileError(
+                p,
+                "ASV scores in the 2021 layout 'ASV_SPK TRIAL SCORE' carry no keys: give the "
+                "ASV key file (--asv-protocol, the eval package's keys/LA/ASV/trial_metadata.txt)",
+            )
+        asv_key = key if isinstance(key, AsvKeyFile) else read_asv_key_file(key)
+        by_name = dict(zip(ASV_SCORE_COLUMNS_2021, cols, strict=True))
+        rows = _join_asv(p, by_name[SPEAKER], by_name[UTT], lines, asv_key)
+        codes, att = asv_key.keys[rows], asv_key.attacks[rows]
+        score_col, utt_ids = by_name[SCORE], np.array(by_name[UTT])
+    elif key is not None:
+        raise ScoreFileError(
+            p,
+            "an ASV key file (--asv-protocol) is for 2021 'ASV_SPK TRIAL SCORE' files; "
+            "this file holds its own keys",
+        )
+    elif len(cols) in (6, 3):
+        att_col, key_col, score_col = cols[-3:]
+        if len(cols) == 6:
+            pairs = [f"{s} {u}" for s, u in zip(cols[0], cols[1], strict=True)]
+            _index_ids(p, pairs, lines, "trial")
+            utt_ids = np.array(cols[1])
+        codes, att = _parse_keys(p, key_col, lines, ASV_KEYS), np.array(att_col)
     else:
         raise ScoreFileError(
             p,
             f"unrecognised ASV score file: {len(cols)} columns (expected 6 'SPEAKER UTT - "
-            "bonafide|ATTACK target|nontarget|spoof SCORE' or 3 'bonafide|ATTACK "
-            "target|nontarget|spoof SCORE')",
+            "bonafide|ATTACK target|nontarget|spoof SCORE', 3 'bonafide|ATTACK "
+            "target|nontarget|spoof SCORE' or 3 'ASV_SPK TRIAL SCORE' with --asv-protocol)",
             int(lines[0]),
         )
-    codes = _parse_keys(p, key_col, lines, ASV_KEYS)
     scores = _parse_scores(p, score_col, lines)
     for code, name in enumerate(ASV_KEYS):
         if not np.any(codes == code):
@@ -774,9 +889,40 @@ def read_asv_scores(path: str | os.PathLike) -> AsvScores:
         target=scores[codes == 0],
         nontarget=scores[codes == 1],
         spoof=scores[is_spoof],
-        spoof_attacks=np.array(att_col)[is_spoof],
+        spoof_attacks=att[is_spoof],
         utt_ids=utt_ids,
     )
+
+
+def _join_asv(
+    path: str, speakers: list[str], utts: list[str], lines: np.ndarray, key: AsvKeyFile
+) -> np.ndarray:
+    """Row of every (speaker, utterance) trial in the ASV key file; both hold the same."""
+    _index_ids(path, [f"{s} {u}" for s, u in zip(speakers, utts, strict=True)], lines, "trial")
+    get = key.index.get
+    rows = np.fromiter(
+        (get(t, -1) for t in zip(speakers, utts, strict=True)), dtype=np.int64, count=len(utts)
+    )
+    extra = np.flatnonzero(rows < 0)
+    n_missing = len(key.index) - (len(utts) - extra.size)
+    if extra.size or n_missing:
+        problems = []
+        if n_missing:
+            scored = set(zip(speakers, utts, strict=True))
+            unscored = _take((" ".join(t) for t in key.index if t not in scored), 4)
+            problems.append(
+                f"{n_missing} of its {len(key.index)} trials have no score ({_few(unscored)})"
+            )
+        if extra.size:
+            first = [f"{speakers[i]} {utts[i]}" for i in extra[:4].tolist()]
+            problems.append(
+                f"{extra.size} of the {len(utts)} scored trials are not in it ({_few(first)}; "
+                f"first on line {int(lines[extra[0]])})"
+            )
+        raise ScoreFileError(
+            path, f"does not match the ASV key file {key.path}: {'; '.join(problems)}"
+        )
+    return rows
 
 
 def check_asv_scores(cm: CmScores, asv: AsvScores, asv_path: str | os.PathLike) -> None:
@@ -863,6 +1009,7 @@ def evaluate_score_files(
     protocol: str | os.PathLike | None = None,
     by: str = "attack",
     allow_missing: bool = False,
+    asv_protocol: str | os.PathLike | None = None,
 ) -> list[ScoreFileResult]:
     """Read CM score files (and ASV scores, key file) and compute all their metrics.
 
@@ -880,6 +1027,9 @@ def evaluate_score_files(
     allow_missing : bool, default False
         Evaluate each score file on the trials it shares with ``protocol`` (see
         :func:`read_cm_scores`) instead of refusing a file that does not cover the key file.
+    asv_protocol : path, optional
+        ASV key file of ASVspoof 2021 ``ASV_SPK TRIAL SCORE`` ASV scores
+        (:func:`read_asv_key_file`).
 
     Returns
     -------
@@ -900,7 +1050,9 @@ def evaluate_score_files(
     [0.014924536097456288]
     """
     key = read_key_file(protocol) if protocol is not None else None
-    asv = read_asv_scores(asv_scores) if asv_scores is not None else None
+    if asv_protocol is not None and asv_scores is None:
+        raise ScoreFileError(asv_protocol, "an ASV key file needs its ASV scores (--asv-scores)")
+    asv = read_asv_scores(asv_scores, asv_protocol) if asv_scores is not None else None
     results = []
     for path in paths:
         cm = read_cm_scores(path, key, allow_missing=allow_missing)
