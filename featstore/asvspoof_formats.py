@@ -49,6 +49,7 @@ from types import MappingProxyType
 __all__ = [
     "ASVSPOOF5_TSV_NAMES",
     "ASV_KEYS",
+    "ASV_SCORE_COLUMNS_2021",
     "ATTACK",
     "BONAFIDE",
     "CM_KEYS",
@@ -80,6 +81,12 @@ CM_KEYS = (BONAFIDE, SPOOF)
 
 ASV_KEYS = ("target", "nontarget", SPOOF)
 """The keys of an ASV score file."""
+
+ASV_SCORE_COLUMNS_2021 = ("speaker", "utt", "score")
+"""The ASVspoof 2021 ASV score file: ``ASV_SPK TRIAL SCORE`` (eval package ``config.py``,
+``s_names_asv``), claimed speaker, utterance, score. Its keys are in the ASV
+``trial_metadata.txt``, which has the layout of the CM one of its track (LA or PA) with
+``target``/``nontarget``/``spoof`` in the key column."""
 
 NO_VALUE = "-"
 """"None": the attack of a bona fide trial, a missing speaker, an unused column."""

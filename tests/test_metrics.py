@@ -151,6 +151,26 @@ def test_compute_metrics_groups():
     assert m3.per_condition["c"]["y"].eer is None and m3.per_condition["c"]["x"].eer == 0.0
 
 
+def test_per_attack_tdcf_needs_the_asv_spoofs_of_every_attack():
+    scores, labels = [0.9, 0.8, 0.3, 0.85, 0.1], [1, 1, 0, 0, 0]
+    attacks = ["-", "-", "A01", "A02", "-"]  # "-": a spoof of unknown attack
+    spoof = np.array([2.5, 3.5, 0.0])
+    with_attacks = AsvScores(ASV.target, ASV.nontarget, spoof, np.array(["A01", "A01", "A03"]))
+    with pytest.raises(
+        MetricsError,
+        match=r"no spoof trials of attack\(s\) A02 of the CM scores \(they hold A01, A03\)",
+    ):
+        compute_metrics(scores, labels, attacks=attacks, asv=with_attacks)
+    # each attack uses its own ASV spoofs; without attack ids (or for "-") the pooled ones
+    both = AsvScores(ASV.target, ASV.nontarget, spoof, np.array(["A01", "A02", "A02"]))
+    m = compute_metrics(scores, labels, attacks=attacks, asv=both)
+    pooled = compute_metrics(scores, labels, attacks=attacks, asv=ASV)
+    assert m.min_tdcf == pooled.min_tdcf
+    assert m.per_attack["-"].min_tdcf == pooled.per_attack["-"].min_tdcf
+    a01 = asv_error_rates(ASV.target, ASV.nontarget, spoof[:1])
+    assert m.per_attack["A01"].min_tdcf == pytest.approx(min_tdcf([0.9, 0.8], [0.3], a01))
+
+
 def test_compute_metrics_without_asv_has_null_tdcf():
     d = compute_metrics([1.0, 0.0], [1, 0]).to_dict()
     assert d["min_tdcf"] is None and d["min_tdcf_legacy"] is None and d["asv"] is None

@@ -159,10 +159,11 @@ def test_protocol_mismatch_and_bad_by_exit_2(files, tmp_path, capsys):
     rc, _, err = run(
         ["metrics", str(files["cm21"]), "--protocol", str(files["key"]), "--json", str(j)], capsys
     )
-    assert rc == 2 and "trial_metadata.txt:50: utterance 'LA_E_49' has no score" in err
+    assert rc == 2 and "1 of its 50 trials has no score ('LA_E_49'; first on line 50" in err
+    assert "--allow-missing to evaluate the 49 trials in both" in err and not j.exists()
     files["cm21"].write_text("\n".join([*lines, "LA_E_99 0.5"]) + "\n")
     rc, _, err = run(["metrics", str(files["cm21"]), "--protocol", str(files["key"])], capsys)
-    assert rc == 2 and "cm21.txt:51: utterance 'LA_E_99' is not in the key file" in err
+    assert rc == 2 and "1 of the 51 scored utterances is not in it ('LA_E_99'; first on" in err
     rc, _, err = run(["metrics", str(files["cm19"]), "--by", "codec", "--json", str(j)], capsys)
     assert rc == 2 and "--by 'codec': no such column" in err and not j.exists()
     rc, _, err = run(["metrics", str(files["cm21"])], capsys)
@@ -190,6 +191,111 @@ def test_subprocess_entry_point(files, tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: {bad}:2: duplicate utterance 'U1' (first on line 1)")
+
+
+def test_allow_missing_warns_and_evaluates_the_shared_trials(files, tmp_path, capsys):
+    lines = files["cm21"].read_text().splitlines()
+    # LA_E_0 (bona fide) and LA_E_49 (spoof) have no score; LA_E_99 is not in the key file
+    files["cm21"].write_text("\n".join([*lines[1:-1], "LA_E_99 0.5"]) + "\n")
+    j = tmp_path / "x.json"
+    argv = ["metrics", str(files["cm21"]), "--protocol", str(files["key"]), "--json", str(j)]
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "2 of its 50 trials have no score ('LA_E_0', 'LA_E_49'" in err
+    rc, out, err = run([*argv, "--allow-missing"], capsys)
+    assert rc == 0 and "cm21.txt" in out, err
+    (warning,) = err.strip().splitlines()
+    assert warning.startswith("warning: ") and "cm21.txt: evaluating the 48 trials it shares" in err
+    assert "2 of its 50 trials have no score" in warning
+    assert "1 of the 49 scored utterances is not in it ('LA_E_99'" in warning
+    doc = json.loads(j.read_text())
+    assert (doc["n_bonafide"], doc["n_spoof"]) == (19, 29)
+    # duplicated utterances stay an error
+    files["cm21"].write_text("\n".join([*lines, lines[0]]) + "\n")
+    rc, _, err = run([*argv, "--allow-missing"], capsys)
+    assert rc == 2 and "cm21.txt:51: duplicate utterance 'LA_E_0'" in err
+
+
+def test_asv_scores_of_other_trials_exit_2(files, tmp_path, capsys):
+    j = tmp_path / "x.json"
+    argv = ["metrics", str(files["cm19"]), "--json", str(j), "--asv-scores", str(files["asv"])]
+    files["asv"].write_text("bonafide target 3\nbonafide nontarget 1\nA07 spoof 2.5\n")
+    rc, out, err = run(argv, capsys)
+    assert rc == 2 and out == "" and not j.exists()
+    assert "asv.txt: no spoof trials of attack A08, which the CM scores" in err
+    files["asv"].write_text("bonafide target 3\nbonafide nontarget 1\nA01 spoof 2.5\n")
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "no spoofing attack in common" in err and "(ASV attack A01; CM " in err
+
+
+def test_asv_2021_layout_with_asv_protocol(files, tmp_path, capsys):
+    meta = ["SPK LA_E_0 none tx bonafide target notrim eval"]
+    meta += ["SPK LA_E_1 none tx bonafide nontarget notrim eval"]
+    meta += [f"SPK LA_E_{i} none tx {a} spoof notrim eval" for i, a in ((20, "A07"), (40, "A08"))]
+    asv_key = tmp_path / "asv_meta.txt"
+    asv_key.write_text("\n".join(meta) + "\n")
+    files["asv"].write_text("SPK LA_E_0 3\nSPK LA_E_1 1\nSPK LA_E_20 2.5\nSPK LA_E_40 0.5\n")
+    argv = ["metrics", str(files["cm21"]), "--protocol", str(files["key"]), "--asv-scores",
+            str(files["asv"])]  # fmt: skip
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "asv.txt: ASV scores in the 2021 layout" in err
+    rc, out, err = run([*argv, "--asv-protocol", str(asv_key)], capsys)
+    assert rc == 0, err
+    assert "min t-DCF" in out and "needs --asv-scores" not in out
+
+
+def test_real_eval_cm_with_dev_asv_exit_2(shared_data, tmp_path, capsys):
+    d = shared_data / "asvspoof2019_la_scores"
+    if not d.is_dir():
+        pytest.skip(f"{d} is absent")
+    rc, out, err = run(
+        ["metrics", str(d / "eval" / "cm_B01_cqcc_gmm.txt"), "--asv-scores",
+         str(d / "dev" / "asv_official.txt")],
+        capsys,
+    )  # fmt: skip
+    assert rc == 2 and out == ""
+    assert "dev/asv_official.txt: no utterance in common with the CM scores" in err
+    assert "give the ASV scores of the same partition" in err
+
+
+def test_labels_name_the_curves_and_are_counted(files, tmp_path, capsys, monkeypatch):
+    from trainer import plots
+
+    drawn = {}
+    real = plots.plot_det
+
+    def spy(curves, path, **kwargs):
+        drawn["names"] = [n for n, _ in curves]
+        return real(curves, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_det", spy)
+    det = tmp_path / "d.png"
+    argv = ["metrics", str(files["cm19"]), str(files["cm21"]), "--protocol", str(files["key"]),
+            "--det", str(det)]  # fmt: skip
+    rc, out, err = run([*argv, "--label", "LFCC", "--label", "GRCNN"], capsys)
+    assert rc == 0, err
+    assert drawn["names"] == ["LFCC", "GRCNN"] and det.read_bytes()[:8] == PNG_MAGIC
+    assert out.startswith(f"LFCC  ({files['cm19']}, 2019 format)")
+    assert out.rstrip().splitlines()[-1].startswith("GRCNN")
+    det.unlink()
+    rc, out, err = run([*argv, "--label", "LFCC"], capsys)
+    assert rc == 2 and out == "" and not det.exists()
+    assert err == "error: 1 --label for 2 score files: give one per score file\n"
+
+
+def test_det_path_is_checked_before_the_metrics(files, tmp_path, capsys, monkeypatch):
+    from featstore.errors import ConfigError
+    from trainer import plots, scorefiles
+
+    def refuse(path):
+        raise ConfigError(f"--det {path}: refused")
+
+    def never(*args, **kwargs):
+        raise AssertionError("metrics computed before the DET path was checked")
+
+    monkeypatch.setattr(plots, "check_plot_path", refuse, raising=False)
+    monkeypatch.setattr(scorefiles, "evaluate_score_files", never)
+    rc, out, err = run(["metrics", str(files["cm19"]), "--det", str(tmp_path / "d.xyz")], capsys)
+    assert rc == 2 and out == "" and err.strip().endswith("d.xyz: refused")
 
 
 def test_real_dev_files(shared_data, tmp_path, capsys):

@@ -179,6 +179,118 @@ def test_asv_six_and_three_columns(tmp_path):
     assert (a.target.tolist(), a.nontarget.tolist(), a.spoof.tolist()) == ([1.0], [0.0], [0.5])
 
 
+def test_asv_scores_of_other_trials_are_refused(tmp_path):
+    cm = write(tmp_path, "cm.txt", CM_2019)  # LA_D_1..4, attacks A01, A02
+    same = write(
+        tmp_path,
+        "asv_same.txt",
+        "LA_0069 LA_D_1 - bonafide target 5\nLA_0070 LA_D_2 - bonafide nontarget -3\n"
+        "LA_0069 LA_D_3 - A01 spoof 1\nLA_0069 LA_D_4 - A02 spoof 2\n",
+    )
+    (r,) = evaluate_score_files([cm], asv_scores=same)
+    assert r.metrics.min_tdcf is not None
+    # eval ASV scores (other utterances, other attacks) with dev CM scores
+    other = write(tmp_path, "asv_other.txt", same.read_text().replace("_D_", "_E_"))
+    with pytest.raises(
+        ScoreFileError,
+        match=r"asv_other.txt: no utterance in common with the CM scores .*cm.txt \(ASV "
+        r"'LA_E_1', 'LA_E_2', 'LA_E_3', ...; CM 'LA_D_1', 'LA_D_2', 'LA_D_3', ...\): .*same "
+        r"partition",
+    ):
+        evaluate_score_files([cm], asv_scores=other)
+    # the 3-column format names no utterances: the attack sets tell
+    three = write(
+        tmp_path,
+        "asv3.txt",
+        "bonafide target 5\nbonafide nontarget -3\nA07 spoof 1\nA08 spoof 2\nA10 spoof 0\n",
+    )
+    with pytest.raises(
+        ScoreFileError,
+        match=r"asv3.txt: no spoofing attack in common with the CM scores .*cm.txt \(ASV "
+        r"attacks A07, A08, A10; CM attacks A01, A02\): the ASV scores are of another partition",
+    ):
+        evaluate_score_files([cm], asv_scores=three)
+    asv_a01 = "bonafide target 5\nbonafide nontarget -3\nA01 spoof 1\n"
+    partial = write(tmp_path, "asv_a01.txt", asv_a01)
+    with pytest.raises(
+        ScoreFileError,
+        match=r"asv_a01.txt: no spoof trials of attack A02, which the CM scores .*cm.txt hold "
+        r"\(ASV attack A01\); give the ASV scores of the same partition",
+    ):
+        evaluate_score_files([cm], asv_scores=partial)
+    # more attacks in the ASV file than in the CM scores (a subset of the trials) is fine
+    more = write(tmp_path, "asv_more.txt", partial.read_text() + "A02 spoof 0\nA03 spoof 2\n")
+    (r,) = evaluate_score_files([cm], asv_scores=more)
+    assert set(r.metrics.per_attack) == {"A01", "A02"}
+
+
+# ASVspoof 2021 LA ASV trial_metadata.txt (the CM layout, ASV keys) and ASV_SPK TRIAL SCORE
+ASV_KEY_2021_LA = """\
+LA_0009 LA_E_1 alaw ita_tx bonafide target notrim eval
+LA_0010 LA_E_1 alaw ita_tx bonafide nontarget notrim eval
+LA_0009 LA_E_3 alaw ita_tx A07 spoof notrim eval
+LA_0010 LA_E_4 none loc_tx A08 spoof trim hidden
+"""
+ASV_SCORES_2021 = "LA_0010 LA_E_4 -1.5\nLA_0009 LA_E_1 7.25\nLA_0009 LA_E_3 2\nLA_0010 LA_E_1 -3\n"
+
+
+def test_asv_2021_scores_with_their_key_file(tmp_path):
+    from trainer.scorefiles import read_asv_key_file
+
+    key = write(tmp_path, "asv_meta.txt", ASV_KEY_2021_LA)
+    k = read_asv_key_file(key)
+    assert k.format == "2021-LA" and k.keys.tolist() == [0, 1, 2, 2]
+    assert k.attacks.tolist() == ["-", "-", "A07", "A08"]
+    scores = write(tmp_path, "asv.txt", ASV_SCORES_2021)
+    for key_arg in (key, k):  # a path or a parsed key file; joined by (speaker, trial)
+        a = read_asv_scores(scores, key_arg)
+        assert (a.target.tolist(), a.nontarget.tolist()) == ([7.25], [-3.0])
+        assert a.spoof.tolist() == [-1.5, 2.0] and a.spoof_attacks.tolist() == ["A08", "A07"]
+        assert a.utt_ids.tolist() == ["LA_E_4", "LA_E_1", "LA_E_3", "LA_E_1"]
+    pa = ASV_KEY_2021_LA.replace("alaw ita_tx bonafide", "R1 M1 d1 - - - -").replace(
+        "alaw ita_tx A07", "R1 M1 d1 r1 m1 s4 c4"
+    )
+    pa = pa.replace("none loc_tx A08", "R1 M1 d1 r1 m1 s2 c3")
+    k = read_asv_key_file(write(tmp_path, "pa.txt", pa))
+    assert k.format == "2021-PA" and k.attacks.tolist() == ["-", "-", "c4s4", "c3s2"]
+
+
+def test_asv_2021_scores_errors(tmp_path):
+    key = write(tmp_path, "asv_meta.txt", ASV_KEY_2021_LA)
+    scores = write(tmp_path, "asv.txt", ASV_SCORES_2021)
+    with pytest.raises(ScoreFileError, match=r"asv.txt: ASV scores in the 2021 layout .*--asv-"):
+        read_asv_scores(scores)
+    short = write(tmp_path, "short.txt", "\n".join(ASV_SCORES_2021.splitlines()[:3]) + "\n")
+    with pytest.raises(
+        ScoreFileError,
+        match=r"short.txt: does not match the ASV key file .*asv_meta.txt: 1 of its 4 trials "
+        r"have no score \('LA_0010 LA_E_1'\)",
+    ):
+        read_asv_scores(short, key)
+    other = write(tmp_path, "o.txt", ASV_SCORES_2021.replace("LA_0010 LA_E_1", "LA_0011 LA_E_1"))
+    with pytest.raises(ScoreFileError, match=r"1 of the 4 scored trials are not in it .*line 4"):
+        read_asv_scores(other, key)
+    with pytest.raises(ScoreFileError, match=r"asv6.txt: an ASV key file .* holds its own keys"):
+        read_asv_scores(write(tmp_path, "asv6.txt", "S U - bonafide target 1\n"), key)
+    bad = write(tmp_path, "bad.txt", ASV_KEY_2021_LA.replace("nontarget", "impostor"))
+    with pytest.raises(ScoreFileError, match=r"bad.txt:2: unknown key 'impostor'"):
+        read_asv_scores(scores, bad)
+    cm_key = write(tmp_path, "cm_meta.txt", KEY_2021_LA)
+    with pytest.raises(
+        ScoreFileError, match=r"cm_meta.txt: a CM key file \(bonafide/spoof\), not an ASV one"
+    ):
+        read_asv_scores(scores, cm_key)
+    with pytest.raises(ScoreFileError, match=r"none.txt:1: no ASV key column"):
+        read_asv_scores(scores, write(tmp_path, "none.txt", "S U x y\nS V x y\n"))
+    cm = write(tmp_path, "cm.txt", SCORES_2021)
+    (r,) = evaluate_score_files(
+        [cm], protocol=write(tmp_path, "k.txt", KEY_2021_LA), asv_scores=scores, asv_protocol=key
+    )
+    assert r.metrics.min_tdcf is not None and set(r.metrics.per_attack) == {"A07", "A08"}
+    with pytest.raises(ScoreFileError, match=r"asv_meta.txt: an ASV key file needs its ASV"):
+        evaluate_score_files([cm], protocol=cm_key, asv_protocol=key)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
@@ -222,15 +334,96 @@ def test_score_file_vs_protocol_mismatch(tmp_path):
     key = write(tmp_path, "trial_metadata.txt", KEY_2021_LA)
     missing = write(tmp_path, "s.txt", "LA_E_3 -2.0\nLA_E_1 3.5\nLA_E_4 0.25\n")
     with pytest.raises(
-        ScoreFileError, match=r"trial_metadata.txt:2: utterance 'LA_E_2' has no score in .*s.txt"
+        ScoreFileError,
+        match=r"s.txt: does not match the key file .*trial_metadata.txt: 1 of its 4 trials has "
+        r"no score \('LA_E_2'; first on line 2 of the key file\); give the key file of these "
+        r"scores, or --allow-missing to evaluate the 3 trials in both$",
     ):
         read_cm_scores(missing, key)
     extra = write(tmp_path, "e.txt", SCORES_2021 + "LA_E_9 1.0\n")
-    with pytest.raises(ScoreFileError, match=r"e.txt:5: utterance 'LA_E_9' is not in the key file"):
+    with pytest.raises(
+        ScoreFileError,
+        match=r"e.txt: does not match the key file .*: 1 of the 5 scored utterances is not in "
+        r"it \('LA_E_9'; first on line 5\)",
+    ):
         read_cm_scores(extra, key)
     dup = write(tmp_path, "d.txt", SCORES_2021 + "LA_E_1 1.0\n")
     with pytest.raises(ScoreFileError, match=r"d.txt:5: duplicate utterance 'LA_E_1'"):
         read_cm_scores(dup, key)
+
+
+def big_key(n: int) -> str:
+    """An ASVspoof 2021 LA key of ``n`` trials, LA_E_0.. (even: bona fide, odd: A07 spoof)."""
+    rows = []
+    for i in range(n):
+        att, k = ("-", "bonafide") if i % 2 == 0 else ("A07", "spoof")
+        rows.append(f"LA_0009 LA_E_{i} alaw ita_tx {att} {k} notrim eval")
+    return "\n".join(rows) + "\n"
+
+
+def test_protocol_coverage_counts_and_first_ids(tmp_path):
+    key = write(tmp_path, "k.txt", big_key(20))
+    # scores of 0..11 and 30..34: 8 trials of the key file without a score, 5 unknown ones
+    ids = [*range(12), *range(30, 35)]
+    s = write(tmp_path, "s.txt", "".join(f"LA_E_{i} {i / 10}\n" for i in ids))
+    with pytest.raises(ScoreFileError) as err:
+        read_cm_scores(s, key)
+    msg = str(err.value)
+    assert "8 of its 20 trials have no score ('LA_E_12', 'LA_E_13', 'LA_E_14', ...; " in msg
+    assert "first on line 13 of the key file)" in msg
+    assert "5 of the 17 scored utterances are not in it ('LA_E_30', 'LA_E_31', 'LA_E_32', " in msg
+    assert "...; first on line 13)" in msg
+    assert msg.endswith("--allow-missing to evaluate the 12 trials in both")
+
+
+def test_allow_missing_evaluates_the_intersection_with_a_warning(tmp_path):
+    from trainer.scorefiles import CoverageWarning
+
+    key = write(tmp_path, "k.txt", big_key(20))
+    ids = [*range(12), *range(30, 35)]
+    s = write(tmp_path, "s.txt", "".join(f"LA_E_{i} {i / 10}\n" for i in ids))
+    with pytest.warns(CoverageWarning, match=r"s.txt: evaluating the 12 trials it shares with "):
+        cm = read_cm_scores(s, key, allow_missing=True)
+    assert cm.utt_ids == [f"LA_E_{i}" for i in range(12)]
+    assert cm.scores.tolist() == [i / 10 for i in range(12)]
+    assert cm.labels.tolist() == [1, 0] * 6 and cm.lines.tolist() == list(range(1, 13))
+    assert cm.attacks.tolist() == ["-", "A07"] * 6
+    assert cm.columns["codec"].tolist() == ["alaw"] * 12
+    with pytest.warns(CoverageWarning):
+        (r,) = evaluate_score_files([s], protocol=key, allow_missing=True)
+    assert (r.metrics.n_bonafide, r.metrics.n_spoof) == (6, 6)
+    # a 2019 file with its own keys: the extra trials are dropped too
+    cm19 = "".join(
+        f"LA_0009 LA_E_{i} - {'-' if i % 2 == 0 else 'A07'} "
+        f"{'bonafide' if i % 2 == 0 else 'spoof'} {i}\n"
+        for i in [*range(4), 40]
+    )
+    with pytest.warns(CoverageWarning, match="16 of its 20 trials have no score"):
+        cm = read_cm_scores(write(tmp_path, "c19.txt", cm19), key, allow_missing=True)
+    assert cm.utt_ids == ["LA_E_0", "LA_E_1", "LA_E_2", "LA_E_3"]
+    assert cm.labels.tolist() == [1, 0, 1, 0]
+
+
+def test_allow_missing_still_refuses_duplicates_and_disjoint_files(tmp_path):
+    key = write(tmp_path, "k.txt", big_key(4))
+    dup = write(tmp_path, "d.txt", "LA_E_0 1\nLA_E_1 0\nLA_E_0 2\n")
+    with pytest.raises(ScoreFileError, match=r"d.txt:3: duplicate utterance 'LA_E_0'"):
+        read_cm_scores(dup, key, allow_missing=True)
+    other = write(tmp_path, "o.txt", "LA_D_0 1\nLA_D_1 0\n")
+    with pytest.raises(
+        ScoreFileError, match=r"o.txt: no utterance in common with the key file .*k.txt: 4 of"
+    ):
+        read_cm_scores(other, key, allow_missing=True)
+
+
+def test_duplicates_are_counted(tmp_path):
+    text = "".join(f"U{i} {i}\n" for i in range(6)) + "U4 1\nU1 2\nU1 3\nU5 0\n"
+    with pytest.raises(
+        ScoreFileError,
+        match=r"s.txt:7: duplicate utterance 'U4' \(first on line 5\); 3 utterances appear more "
+        r"than once: 'U4', 'U1', 'U5'$",
+    ):
+        read_cm_scores(write(tmp_path, "s.txt", text), write(tmp_path, "k.txt", big_key(2)))
 
 
 @pytest.mark.parametrize(
@@ -419,3 +612,18 @@ def test_all_real_files_run(la_scores):
         63882,
     )
     assert sorted(set(eval_asv.spoof_attacks.tolist())) == [f"A{i:02d}" for i in range(7, 20)]
+
+
+def test_real_asv_scores_of_the_other_partition_are_refused(la_scores):
+    dev_cm, eval_cm = la_scores / "dev" / "cm_gmm_baseline.txt", la_scores / "eval" / "cm_oct.txt"
+    # dev ASV scores name their utterances (LA_D_...): none is in the eval CM scores
+    with pytest.raises(ScoreFileError, match=r"dev/asv_official.txt: no utterance in common"):
+        evaluate_score_files([eval_cm], asv_scores=la_scores / "dev" / "asv_official.txt")
+    # eval ASV scores (3 columns, no ids) hold A07-A19, the dev CM scores A01-A06
+    with pytest.raises(
+        ScoreFileError,
+        match=r"eval/asv_official.txt: no spoofing attack in common with the CM scores "
+        r".*cm_gmm_baseline.txt \(ASV attacks A07, .*, A19; CM attacks A01, A02, A03, A04, "
+        r"A05, A06\)",
+    ):
+        evaluate_score_files([dev_cm], asv_scores=la_scores / "eval" / "asv_official.txt")

@@ -157,37 +157,78 @@ def score_cmd(format_: str | None, quiet: bool, **options) -> None:
 @click.argument("scores", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--asv-scores", type=click.Path(dir_okay=False), help="ASV scores (for t-DCF).")
 @click.option("--protocol", type=click.Path(dir_okay=False), help="Key / protocol file.")
+@click.option(
+    "--asv-protocol",
+    type=click.Path(dir_okay=False),
+    help="ASV key file of 2021 'ASV_SPK TRIAL SCORE' ASV scores (keys/LA/ASV/trial_metadata.txt).",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all as JSON.")
 @click.option("--det", type=click.Path(dir_okay=False), help="Draw the DET curve(s) (PNG).")
 @click.option("--by", default="attack", show_default=True, help="Breakdown: key-file column.")
 @click.option("--legacy-tdcf", is_flag=True, help="Show the ASVspoof 2019 challenge t-DCF.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Evaluate the trials in both the score file and --protocol (warn with the counts) "
+    "instead of refusing a score file that misses or adds trials.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="TEXT",
+    help="Name of a score file in the DET legend and the tables; one per score file, in order.",
+)
 def metrics_cmd(
     scores: tuple[str, ...],
     asv_scores: str | None,
+    asv_protocol: str | None,
     protocol: str | None,
     json_out: str | None,
     det: str | None,
     by: str,
     legacy_tdcf: bool,
+    allow_missing: bool,
+    labels: tuple[str, ...],
 ) -> None:
     """EER, min t-DCF, minDCF, actDCF, Cllr and a per-attack table of CM score files.
 
     SCORES: 2019 6-column (SPEAKER UTT - SYSTEM KEY SCORE), 2021 'UTT SCORE' or ASVspoof 5
-    tsv files; the last two need --protocol. With several files, --json writes
-    {"results": [...]} and --det overlays their curves.
+    tsv files; the last two need --protocol, which every file must cover exactly (unless
+    --allow-missing). --asv-scores must be of the same trials (partition). With several
+    files, --json writes {"results": [...]} and --det overlays their curves.
     """
+    from featstore.errors import ConfigError
     from trainer.metrics import format_metrics, format_summary
+    from trainer.plots import check_plot_path, plot_det
     from trainer.scorefiles import evaluate_score_files, results_to_json
 
-    results = evaluate_score_files(scores, asv_scores=asv_scores, protocol=protocol, by=by)
+    if labels and len(labels) != len(scores):
+        raise ConfigError(
+            f"{len(labels)} --label for {len(scores)} score files: give one per score file"
+        )
+    if det:
+        check_plot_path(det)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        results = evaluate_score_files(
+            scores,
+            asv_scores=asv_scores,
+            asv_protocol=asv_protocol,
+            protocol=protocol,
+            by=by,
+            allow_missing=allow_missing,
+        )
+    for w in caught:  # --allow-missing: the counts of trials left out, one line each
+        click.echo(f"warning: {w.message}", err=True)
     names = [Path(r.cm.path).name for r in results]
     if len(set(names)) < len(names):
         names = [r.cm.path for r in results]
+    if labels:
+        names = list(labels)
     try:  # both files or neither: each replaces its destination only once both are written
         with ExitStack() as stack:
             if det:
-                from trainer.plots import plot_det
-
                 tmp = stack.enter_context(atomic_path(det))
                 plot_det([(n, r.metrics.det) for n, r in zip(names, results, strict=True)], tmp)
             if json_out:
@@ -196,7 +237,7 @@ def metrics_cmd(
     except OSError as exc:
         raise ScoreFileError(exc.filename, f"cannot write: {exc.strerror or exc}") from None
     for n, r in zip(names, results, strict=True):
-        title = f"{n}  ({r.cm.format} format)"
+        title = f"{n}  ({f'{r.cm.path}, ' if labels else ''}{r.cm.format} format)"
         click.echo(format_metrics(r.metrics, title=title, legacy_tdcf=legacy_tdcf, by=by))
         click.echo("")
     if len(results) > 1:

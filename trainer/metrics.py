@@ -246,13 +246,19 @@ class AsvScores:
     target, nontarget, spoof : np.ndarray
         ASV scores (higher = more likely the claimed speaker).
     spoof_attacks : np.ndarray or None
-        Attack id of every spoofed trial (same length as ``spoof``), when known.
+        Attack id of every spoofed trial (same length as ``spoof``), when known. Then the
+        per-attack t-DCF of :func:`compute_metrics` uses each attack's own spoof scores, and
+        every attack of the CM scores must have some; without them it uses all spoof scores.
+    utt_ids : np.ndarray or None
+        Utterance id of every ASV trial (any key), when the score file names them; used to
+        check that ASV and CM scores are of the same trials.
     """
 
     target: np.ndarray
     nontarget: np.ndarray
     spoof: np.ndarray
     spoof_attacks: np.ndarray | None = None
+    utt_ids: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -655,12 +661,16 @@ def _split_by(values: np.ndarray, data: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _asv_for_attack(
-    asv_spoof: dict[str, np.ndarray], pooled: AsvErrorRates, attack: str
+    asv_spoof: dict[str, np.ndarray] | None, pooled: AsvErrorRates, attack: str
 ) -> AsvErrorRates:
-    """ASV rates with the spoof rates of one attack (pooled ones if the ASV lacks it)."""
-    sel = asv_spoof.get(attack)
-    if sel is None or sel.size == 0:
+    """ASV rates with the spoof rates of one attack.
+
+    The pooled rates when the ASV spoof trials carry no attack ids (``asv_spoof`` None) or
+    the attack is unknown (``-``); :func:`_check_asv_attacks` made sure the others exist.
+    """
+    if asv_spoof is None or attack == "-":
         return pooled
+    sel = asv_spoof[attack]
     t = pooled.threshold
     return AsvErrorRates(
         threshold=t,
@@ -669,6 +679,19 @@ def _asv_for_attack(
         pmiss=pooled.pmiss,
         pfa_spoof=float(np.count_nonzero(sel >= t) / sel.size),
         pmiss_spoof=float(np.count_nonzero(sel < t) / sel.size),
+    )
+
+
+def _check_asv_attacks(cm_attacks: set[str], asv_attacks: set[str]) -> None:
+    """Every attack of the CM scores (but ``-``, unknown) needs ASV spoof scores of its own."""
+    lacking = cm_attacks - asv_attacks - {"-"}
+    if not lacking:
+        return
+    have = ", ".join(sorted(asv_attacks, key=_sort_key))
+    raise MetricsError(
+        f"the ASV scores have no spoof trials of attack(s) "
+        f"{', '.join(sorted(lacking, key=_sort_key))} of the CM scores (they hold {have}); "
+        "the per-attack t-DCF needs the ASV scores of the same trials"
     )
 
 
@@ -700,7 +723,8 @@ def compute_metrics(
         bona fide vs that value's spoofs (metrics are None if a class is empty).
     asv : AsvScores, optional
         ASV scores; when given, ``min_tdcf`` (revised) and ``min_tdcf_legacy`` are computed
-        (per attack with the ASV spoof scores of that attack when it has them).
+        (per attack with the ASV spoof scores of that attack when ``asv.spoof_attacks`` is
+        given; then every attack of ``attacks`` must be among them).
     dcf_cost, tdcf_cost : cost models
         Defaults are the official ones.
 
@@ -712,7 +736,7 @@ def compute_metrics(
     ------
     MetricsError
         Mismatched lengths, labels other than 0/1, no bona fide or no spoof trials,
-        non-finite scores.
+        non-finite scores, an attack without ASV spoof scores.
 
     Examples
     --------
@@ -747,9 +771,10 @@ def compute_metrics(
         if att.shape != s.shape:
             raise MetricsError(f"{s.size} scores but {att.size} attack labels")
         by_attack = _split_by(att[~is_bona], spf)
-        asv_spoof = {}
+        asv_spoof = None
         if asv is not None and asv.spoof_attacks is not None:
             asv_spoof = _split_by(np.asarray(asv.spoof_attacks).astype(str), asv.spoof)
+            _check_asv_attacks(set(by_attack), set(asv_spoof))
         for a in sorted(by_attack, key=_sort_key):
             rates = None if asv is None else _asv_for_attack(asv_spoof, asv_rates, a)
             per_attack[a] = _group_metrics(bona, by_attack[a], rates, dcf_cost, tdcf_cost)

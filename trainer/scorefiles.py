@@ -30,7 +30,10 @@ protocol reader names it), every PA column stays available to ``--by``.
 
 ASV score files (:func:`read_asv_scores`): 6 columns ``SPEAKER UTT - bonafide|ATTACK
 target|nontarget|spoof SCORE`` or the database's 3-column ``bonafide|ATTACK
-target|nontarget|spoof SCORE``.
+target|nontarget|spoof SCORE``, or ASVspoof 2021's ``ASV_SPK TRIAL SCORE`` joined by
+(speaker, trial) with its ASV key file (:func:`read_asv_key_file`: the CM key layout of LA or
+PA with ``target``/``nontarget``/``spoof`` keys). :func:`check_asv_scores` refuses ASV
+scores of other trials than the CM scores'.
 
 Every problem raises :class:`trainer.errors.ScoreFileError` naming the file and line.
 Files are parsed with one ``str.split`` plus a vectorised column count per line (no
@@ -40,6 +43,7 @@ Files are parsed with one ``str.split`` plus a vectorised column count per line 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +53,10 @@ import numpy as np
 
 from featstore.asvspoof_formats import (
     ASV_KEYS,
+    ASV_SCORE_COLUMNS_2021,
     ASVSPOOF5_TSV_NAMES,
     ATTACK,
+    BONAFIDE,
     CM_KEYS,
     KEY,
     NO_VALUE,
@@ -71,10 +77,14 @@ from trainer.metrics import AsvScores, MetricSet, compute_metrics
 
 __all__ = [
     "SCORE_FORMATS",
+    "AsvKeyFile",
     "CmScores",
+    "CoverageWarning",
     "KeyFile",
     "ScoreFileResult",
+    "check_asv_scores",
     "evaluate_score_files",
+    "read_asv_key_file",
     "read_asv_scores",
     "read_cm_scores",
     "read_key_file",
@@ -200,14 +210,31 @@ def _index_ids(path: str, ids: list[str], lines: np.ndarray, what: str) -> dict[
     index = dict(zip(ids, range(len(ids)), strict=True))
     if len(index) != len(ids):
         seen: dict[str, int] = {}
+        repeated: dict[str, int] = {}  # id -> row of its first repeat
         for i, u in enumerate(ids):
             if u in seen:
-                first = int(lines[seen[u]])
-                raise ScoreFileError(
-                    path, f"duplicate {what} {u!r} (first on line {first})", int(lines[i])
-                )
-            seen[u] = i
+                repeated.setdefault(u, i)
+            else:
+                seen[u] = i
+        u, i = next(iter(repeated.items()))
+        more = ""
+        if len(repeated) > 1:
+            more = f"; {len(repeated)} {what}s appear more than once: {_few(repeated)}"
+        first = int(lines[seen[u]])
+        raise ScoreFileError(
+            path, f"duplicate {what} {u!r} (first on line {first}){more}", int(lines[i])
+        )
     return index
+
+
+def _few(items: Sequence[str] | dict[str, Any], n: int = 3) -> str:
+    """The first ``n`` of ``items``, quoted, and ``...`` when there are more."""
+    first = [repr(str(x)) for _, x in zip(range(n), items, strict=False)]
+    return ", ".join(first + (["..."] if len(items) > n else []))
+
+
+class CoverageWarning(UserWarning):
+    """A score file and its key file do not hold the same trials (``allow_missing``)."""
 
 
 # --- key files --------------------------------------------------------------------------------
@@ -411,7 +438,10 @@ class CmScores:
 
 
 def read_cm_scores(
-    path: str | os.PathLike, protocol: str | os.PathLike | KeyFile | None = None
+    path: str | os.PathLike,
+    protocol: str | os.PathLike | KeyFile | None = None,
+    *,
+    allow_missing: bool = False,
 ) -> CmScores:
     """Read a CM score file, joined with its key file when one is given or needed.
 
@@ -421,7 +451,12 @@ def read_cm_scores(
         The score file (2019 6-column, 2019 4-column, 2021 ``UTT SCORE`` or ASVspoof 5 tsv).
     protocol : str, os.PathLike or KeyFile, optional
         The key file. Required for the 2021 and ASVspoof 5 formats; with a 2019 file it adds
-        the protocol's columns and must agree with the file's keys.
+        the protocol's columns and must agree with the file's keys. The score file must
+        score every trial of the key file and nothing else.
+    allow_missing : bool, default False
+        Evaluate the trials that are in both files when the score file misses trials of the
+        key file or scores utterances that are not in it, with a :class:`CoverageWarning`
+        giving the counts (instead of an error). Duplicated utterances stay an error.
 
     Returns
     -------
@@ -432,8 +467,14 @@ def read_cm_scores(
     ------
     ScoreFileError
         Unreadable/empty file, ragged or unknown layout, non-numeric or non-finite score,
-        unknown key, duplicate utterance, utterance missing from the score file or the key
-        file, no bona fide or no spoof trials.
+        unknown key, duplicate utterance, trials of the key file without a score or scores
+        of utterances that are not in it (counts and the first ids; unless
+        ``allow_missing``), no utterance in common, no bona fide or no spoof trials.
+
+    Warns
+    -----
+    CoverageWarning
+        With ``allow_missing``, when the files do not hold the same utterances.
 
     Examples
     --------
@@ -458,7 +499,14 @@ def read_cm_scores(
         )
     if protocol is not None:
         key = protocol if isinstance(protocol, KeyFile) else read_key_file(protocol)
-        rows = _join(p, utts, lines, index, key)
+        rows = _join(p, utts, lines, index, key, allow_missing)
+        keep = np.flatnonzero(rows >= 0)
+        if keep.size < len(utts):  # allow_missing: only the trials in both files
+            rows = rows[keep]
+            utts = [utts[i] for i in keep.tolist()]
+            scores, lines = scores[keep], lines[keep]
+            if labels is not None:
+                labels, attacks = labels[keep], attacks[keep]
         if labels is not None:
             bad = np.flatnonzero(labels != key.labels[rows])
             if bad.size:
@@ -523,24 +571,60 @@ def _score_columns(table: _Table) -> tuple[ScoreLayout, dict[str, list[str]], np
 
 
 def _join(
-    path: str, utts: list[str], lines: np.ndarray, index: dict[str, int], key: KeyFile
+    path: str,
+    utts: list[str],
+    lines: np.ndarray,
+    index: dict[str, int],
+    key: KeyFile,
+    allow_missing: bool = False,
 ) -> np.ndarray:
-    """Row of every scored utterance in the key file; both must hold the same utterances."""
+    """Row of every scored utterance in the key file (``-1``: not in it).
+
+    Both files must hold the same utterances; with ``allow_missing`` a difference is a
+    :class:`CoverageWarning` instead of an error (the caller keeps the rows ``>= 0``).
+    """
     get = key.index.get
     rows = np.fromiter((get(u, -1) for u in utts), dtype=np.int64, count=len(utts))
-    missing = np.flatnonzero(rows < 0)
-    if missing.size:
-        i = int(missing[0])
-        raise ScoreFileError(
-            path, f"utterance {utts[i]!r} is not in the key file {key.path}", int(lines[i])
+    extra = np.flatnonzero(rows < 0)
+    n_both = len(utts) - extra.size
+    n_missing = len(key.index) - n_both  # neither file repeats an utterance
+    if not extra.size and not n_missing:
+        return rows
+    problems = []
+    if n_missing:
+        unscored = _take((u for u in key.utt_ids if u not in index), 4)
+        first = int(key.lines[key.index[unscored[0]]])
+        verb = "has" if n_missing == 1 else "have"
+        problems.append(
+            f"{n_missing} of its {len(key.index)} trials {verb} no score ({_few(unscored)}; "
+            f"first on line {first} of the key file)"
         )
-    if len(index) != len(key.index):
-        for j, u in enumerate(key.utt_ids):
-            if u not in index:
-                raise ScoreFileError(
-                    key.path, f"utterance {u!r} has no score in {path}", int(key.lines[j])
-                )
+    if extra.size:
+        verb = "is" if extra.size == 1 else "are"
+        problems.append(
+            f"{extra.size} of the {len(utts)} scored utterances {verb} not in it "
+            f"({_few([utts[i] for i in extra[:4].tolist()])}; first on line "
+            f"{int(lines[extra[0]])})"
+        )
+    what = f"the key file {key.path}: {'; '.join(problems)}"
+    if n_both == 0:
+        raise ScoreFileError(path, f"no utterance in common with {what}")
+    if not allow_missing:
+        raise ScoreFileError(
+            path,
+            f"does not match {what}; give the key file of these scores, or --allow-missing "
+            f"to evaluate the {n_both} trials in both",
+        )
+    warnings.warn(
+        f"{path}: evaluating the {n_both} trials it shares with {what}",
+        CoverageWarning,
+        stacklevel=3,
+    )
     return rows
+
+
+def _take(items, n: int) -> list:
+    return [x for _, x in zip(range(n), items, strict=False)]
 
 
 # --- writing CM score files ------------------------------------------------------------------
@@ -640,25 +724,116 @@ def _key_columns(
 # --- ASV score files --------------------------------------------------------------------------
 
 
-def read_asv_scores(path: str | os.PathLike) -> AsvScores:
-    """Read ASV scores (6-column or the database's 3-column format).
+@dataclass(frozen=True)
+class AsvKeyFile:
+    """A parsed ASV key file (ASVspoof 2021 LA/PA ASV ``trial_metadata.txt``).
+
+    Attributes
+    ----------
+    path : str
+    format : str
+        ``2021-LA``, ``2021-PA`` or ``generic`` (the CM key layouts, with ASV keys).
+    keys : np.ndarray
+        int8, index in :data:`featstore.asvspoof_formats.ASV_KEYS` (target, nontarget, spoof).
+    attacks : np.ndarray
+        str, attack id per trial (``-`` for target and non-target trials).
+    lines : np.ndarray
+        1-based line of every trial.
+    index : dict of (str, str) to int
+        Row of every (claimed speaker, utterance) trial.
+    """
+
+    path: str
+    format: str
+    keys: np.ndarray
+    attacks: np.ndarray
+    lines: np.ndarray
+    index: dict[tuple[str, str], int] = field(repr=False)
+
+
+def read_asv_key_file(path: str | os.PathLike) -> AsvKeyFile:
+    """Read an ASV key file: a CM key layout whose key column says target/nontarget/spoof.
 
     Parameters
     ----------
     path : str or os.PathLike
-        ``SPEAKER UTT - bonafide|ATTACK target|nontarget|spoof SCORE`` or
-        ``bonafide|ATTACK target|nontarget|spoof SCORE``.
+        E.g. the ASVspoof 2021 eval package's ``keys/LA/ASV/trial_metadata.txt``
+        (``SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM SUBSET``).
+
+    Returns
+    -------
+    AsvKeyFile
+
+    Raises
+    ------
+    ScoreFileError
+        Unreadable or empty file, ragged columns, no key column, unknown key, no speaker
+        column, duplicate (speaker, utterance) trial.
+    """
+    table = _read_table(path, "ASV key file")
+    p, cols, lines = table.path, table.columns(), table.lines
+    keys = set(ASV_KEYS)
+    counts = [sum(tok in keys for tok in col) for col in cols]
+    key_at = int(np.argmax(counts))
+    if counts[key_at] == 0 or key_at < 2:
+        raise ScoreFileError(
+            p,
+            "no ASV key column: expected 'SPEAKER TRIAL ... target|nontarget|spoof ...'",
+            int(lines[0]),
+        )
+    layout = _KEY_LAYOUTS.get((len(cols), key_at))
+    names = layout.columns if layout is not None else _generic_names(len(cols), key_at)
+    by_name = dict(zip(names, cols, strict=True))
+    if BONAFIDE in by_name[KEY] and not set(by_name[KEY]) & {"target", "nontarget"}:
+        raise ScoreFileError(
+            p,
+            "a CM key file (bonafide/spoof), not an ASV one (target/nontarget/spoof, e.g. "
+            "the eval package's keys/LA/ASV/trial_metadata.txt)",
+        )
+    codes = _parse_keys(p, by_name[KEY], lines, ASV_KEYS)
+    attack_from = layout.attack if layout is not None else (ATTACK,)
+    attacks = _attacks([by_name[c] for c in attack_from if c in by_name], by_name[KEY])
+    pairs = [f"{s} {u}" for s, u in zip(by_name[SPEAKER], by_name[UTT], strict=True)]
+    _index_ids(p, pairs, lines, "trial")
+    trials = zip(by_name[SPEAKER], by_name[UTT], strict=True)
+    index = dict(zip(trials, range(len(pairs)), strict=True))
+    return AsvKeyFile(
+        path=p,
+        format="generic" if layout is None else (layout.key_file_format or layout.name),
+        keys=codes,
+        attacks=attacks,
+        lines=lines,
+        index=index,
+    )
+
+
+def read_asv_scores(
+    path: str | os.PathLike, key: str | os.PathLike | AsvKeyFile | None = None
+) -> AsvScores:
+    """Read ASV scores (6-column, the 2019 database's 3-column, or 2021 with a key file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``SPEAKER UTT - bonafide|ATTACK target|nontarget|spoof SCORE``,
+        ``bonafide|ATTACK target|nontarget|spoof SCORE`` or the ASVspoof 2021
+        ``ASV_SPK TRIAL SCORE`` (which needs ``key``).
+    key : str, os.PathLike or AsvKeyFile, optional
+        The ASV key file of a 2021 score file (:func:`read_asv_key_file`); every trial of it
+        must be scored, and nothing else.
 
     Returns
     -------
     AsvScores
-        Target, non-target and spoof scores, with the attack of every spoof trial.
+        Target, non-target and spoof scores, with the attack of every spoof trial and
+        (6 columns, 2021) the utterance of every trial.
 
     Raises
     ------
     ScoreFileError
         Bad layout, non-numeric or non-finite score, unknown key, duplicate
-        (speaker, utterance) trial, no target, no non-target or no spoof trials.
+        (speaker, utterance) trial, no target, no non-target or no spoof trials; a 2021
+        file without ``key`` or not covering it; ``key`` with a file that has its own keys.
 
     Examples
     --------
@@ -670,20 +845,40 @@ def read_asv_scores(path: str | os.PathLike) -> AsvScores:
     p = table.path
     cols = table.columns()
     lines = table.lines
-    if len(cols) == 6:
-        att_col, key_col, score_col = cols[3], cols[4], cols[5]
-        _index_ids(p, [f"{s} {u}" for s, u in zip(cols[0], cols[1], strict=True)], lines, "trial")
-    elif len(cols) == 3:
-        att_col, key_col, score_col = cols
+    utt_ids = None
+    if len(cols) == 3 and not any(tok in ASV_KEYS for tok in cols[1]):
+        if key is None:
+            raise ScoreFileError(
+                p,
+                "ASV scores in the 2021 layout 'ASV_SPK TRIAL SCORE' carry no keys: give the "
+                "ASV key file (--asv-protocol, the eval package's keys/LA/ASV/trial_metadata.txt)",
+            )
+        asv_key = key if isinstance(key, AsvKeyFile) else read_asv_key_file(key)
+        by_name = dict(zip(ASV_SCORE_COLUMNS_2021, cols, strict=True))
+        rows = _join_asv(p, by_name[SPEAKER], by_name[UTT], lines, asv_key)
+        codes, att = asv_key.keys[rows], asv_key.attacks[rows]
+        score_col, utt_ids = by_name[SCORE], np.array(by_name[UTT])
+    elif key is not None:
+        raise ScoreFileError(
+            p,
+            "an ASV key file (--asv-protocol) is for 2021 'ASV_SPK TRIAL SCORE' files; "
+            "this file holds its own keys",
+        )
+    elif len(cols) in (6, 3):
+        att_col, key_col, score_col = cols[-3:]
+        if len(cols) == 6:
+            pairs = [f"{s} {u}" for s, u in zip(cols[0], cols[1], strict=True)]
+            _index_ids(p, pairs, lines, "trial")
+            utt_ids = np.array(cols[1])
+        codes, att = _parse_keys(p, key_col, lines, ASV_KEYS), np.array(att_col)
     else:
         raise ScoreFileError(
             p,
             f"unrecognised ASV score file: {len(cols)} columns (expected 6 'SPEAKER UTT - "
-            "bonafide|ATTACK target|nontarget|spoof SCORE' or 3 'bonafide|ATTACK "
-            "target|nontarget|spoof SCORE')",
+            "bonafide|ATTACK target|nontarget|spoof SCORE', 3 'bonafide|ATTACK "
+            "target|nontarget|spoof SCORE' or 3 'ASV_SPK TRIAL SCORE' with --asv-protocol)",
             int(lines[0]),
         )
-    codes = _parse_keys(p, key_col, lines, ASV_KEYS)
     scores = _parse_scores(p, score_col, lines)
     for code, name in enumerate(ASV_KEYS):
         if not np.any(codes == code):
@@ -694,8 +889,96 @@ def read_asv_scores(path: str | os.PathLike) -> AsvScores:
         target=scores[codes == 0],
         nontarget=scores[codes == 1],
         spoof=scores[is_spoof],
-        spoof_attacks=np.array(att_col)[is_spoof],
+        spoof_attacks=att[is_spoof],
+        utt_ids=utt_ids,
     )
+
+
+def _join_asv(
+    path: str, speakers: list[str], utts: list[str], lines: np.ndarray, key: AsvKeyFile
+) -> np.ndarray:
+    """Row of every (speaker, utterance) trial in the ASV key file; both hold the same."""
+    _index_ids(path, [f"{s} {u}" for s, u in zip(speakers, utts, strict=True)], lines, "trial")
+    get = key.index.get
+    rows = np.fromiter(
+        (get(t, -1) for t in zip(speakers, utts, strict=True)), dtype=np.int64, count=len(utts)
+    )
+    extra = np.flatnonzero(rows < 0)
+    n_missing = len(key.index) - (len(utts) - extra.size)
+    if extra.size or n_missing:
+        problems = []
+        if n_missing:
+            scored = set(zip(speakers, utts, strict=True))
+            unscored = _take((" ".join(t) for t in key.index if t not in scored), 4)
+            problems.append(
+                f"{n_missing} of its {len(key.index)} trials have no score ({_few(unscored)})"
+            )
+        if extra.size:
+            first = [f"{speakers[i]} {utts[i]}" for i in extra[:4].tolist()]
+            problems.append(
+                f"{extra.size} of the {len(utts)} scored trials are not in it ({_few(first)}; "
+                f"first on line {int(lines[extra[0]])})"
+            )
+        raise ScoreFileError(
+            path, f"does not match the ASV key file {key.path}: {'; '.join(problems)}"
+        )
+    return rows
+
+
+def check_asv_scores(cm: CmScores, asv: AsvScores, asv_path: str | os.PathLike) -> None:
+    """Refuse ASV scores that are not of the trials of the CM scores ``cm``.
+
+    The t-DCF combines both systems' errors on the same trials: ASV scores of another
+    partition (dev ASV scores with eval CM scores) give a plausible but meaningless value.
+
+    Parameters
+    ----------
+    cm : CmScores
+    asv : AsvScores
+        From :func:`read_asv_scores`.
+    asv_path : str or os.PathLike
+        The ASV score file, for messages.
+
+    Raises
+    ------
+    ScoreFileError
+        The files have no utterance in common (when the ASV file names them), no spoofing
+        attack in common, or an attack of the CM scores has no ASV spoof trials.
+    """
+    where = os.fspath(asv_path)
+    hint = "give the ASV scores of the same partition (dev with dev, eval with eval)"
+    if asv.utt_ids is not None and not set(cm.utt_ids).intersection(asv.utt_ids.tolist()):
+        raise ScoreFileError(
+            where,
+            f"no utterance in common with the CM scores {cm.path} (ASV {_few(asv.utt_ids)}; "
+            f"CM {_few(cm.utt_ids)}): the ASV scores are of other trials; {hint}",
+        )
+    if asv.spoof_attacks is None:
+        return
+    cm_attacks = set(np.unique(cm.attacks[cm.labels == 0]).tolist()) - {NO_VALUE}
+    asv_attacks = set(np.unique(asv.spoof_attacks).tolist())
+    lacking = cm_attacks - asv_attacks
+    if not lacking:
+        return
+    if not cm_attacks & asv_attacks:
+        what = (
+            f"no spoofing attack in common with the CM scores {cm.path} (ASV "
+            f"{_attack_list(asv_attacks)}; CM {_attack_list(cm_attacks)}): the ASV scores "
+            "are of another partition or database"
+        )
+    else:
+        what = (
+            f"no spoof trials of {_attack_list(lacking)}, which the CM scores {cm.path} hold "
+            f"(ASV {_attack_list(asv_attacks)})"
+        )
+    raise ScoreFileError(where, f"{what}; {hint}")
+
+
+def _attack_list(attacks: set[str]) -> str:
+    """``attacks A07, A08, ...`` in natural order (``A2`` before ``A10``)."""
+    names = sorted(attacks, key=lambda a: (len(a), a))
+    label = "attack" if len(names) == 1 else "attacks"
+    return f"{label} {', '.join(names)}"
 
 
 # --- score files -> metrics -------------------------------------------------------------------
@@ -725,6 +1008,8 @@ def evaluate_score_files(
     asv_scores: str | os.PathLike | None = None,
     protocol: str | os.PathLike | None = None,
     by: str = "attack",
+    allow_missing: bool = False,
+    asv_protocol: str | os.PathLike | None = None,
 ) -> list[ScoreFileResult]:
     """Read CM score files (and ASV scores, key file) and compute all their metrics.
 
@@ -739,6 +1024,12 @@ def evaluate_score_files(
     by : str
         ``attack`` (per-attack breakdown only) or a key-file column (``codec``, ...), which is
         added as ``per_condition[by]``.
+    allow_missing : bool, default False
+        Evaluate each score file on the trials it shares with ``protocol`` (see
+        :func:`read_cm_scores`) instead of refusing a file that does not cover the key file.
+    asv_protocol : path, optional
+        ASV key file of ASVspoof 2021 ``ASV_SPK TRIAL SCORE`` ASV scores
+        (:func:`read_asv_key_file`).
 
     Returns
     -------
@@ -748,7 +1039,8 @@ def evaluate_score_files(
     Raises
     ------
     ScoreFileError
-        A malformed or inconsistent file (named with its line).
+        A malformed or inconsistent file (named with its line), a score file that does not
+        cover the key file, ASV scores of other trials (:func:`check_asv_scores`).
     MetricsError
         ``by`` is not a column of the key file, or a metric cannot be computed.
 
@@ -758,10 +1050,15 @@ def evaluate_score_files(
     [0.014924536097456288]
     """
     key = read_key_file(protocol) if protocol is not None else None
-    asv = read_asv_scores(asv_scores) if asv_scores is not None else None
+    if asv_protocol is not None and asv_scores is None:
+        raise ScoreFileError(asv_protocol, "an ASV key file needs its ASV scores (--asv-scores)")
+    asv = read_asv_scores(asv_scores, asv_protocol) if asv_scores is not None else None
     results = []
     for path in paths:
-        cm = read_cm_scores(path, key)
+        cm = read_cm_scores(path, key, allow_missing=allow_missing)
+        if asv is not None:
+            assert asv_scores is not None
+            check_asv_scores(cm, asv, asv_scores)
         conditions = None
         if by != "attack":
             if by not in cm.columns:
