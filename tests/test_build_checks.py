@@ -148,6 +148,17 @@ def test_every_example_config_parses() -> None:
             assert cfg.features == recipe_features, f
 
 
+def test_the_readme_config_example_parses(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## featstore build --config", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    toml = tmp_path / "readme.toml"
+    toml.write_text(example)
+    cfg = BuildConfig.from_toml(toml)
+    assert cfg.features == ("mgd", "logmel") and cfg.feature_params["mgd"] == {"rho": 0.2}
+    assert (cfg.jobs, cfg.max_quarantine, cfg.format) == (4, 0.5, "zarr")
+
+
 # -- protocols ----------------------------------------------------------------------------------
 
 
