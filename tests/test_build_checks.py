@@ -173,6 +173,18 @@ def test_an_empty_protocol_is_refused_naming_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
 
 
+def test_a_missing_audio_root_fails_at_once(corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s.zarr"
+    code, _, err = run(
+        ["build", "--manifest", str(corpus / "protocols"), "--audio-root",
+         str(tmp_path / "nope"), "--out", str(out), "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert err == f"error: {tmp_path / 'nope'}: audio root does not exist; check --audio-root\n"
+    assert not out.exists()
+
+
 def test_an_id_in_two_splits_is_a_warning(tmp_path: Path, capsys) -> None:
     root = make_corpus(tmp_path / "c", {"train": 2, "dev": 2})
     add_utterance(root, "train", "LA_D_1000001")  # the dev recording, also in train
