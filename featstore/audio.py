@@ -28,6 +28,15 @@ from featstore.signal import SAMPLE_RATE, as_float_signal, resample
 
 _TOP = np.nextafter(1.0, 0.0)  # the largest float64 below 1
 
+FULL_SCALE = 32767 / 32768
+"""A sample at or beyond this magnitude is at full scale (16-bit PCM's positive limit)."""
+
+CLIPPED_FRACTION = 0.01
+"""Audio with more than this fraction of its samples at full scale is noted as clipped."""
+
+CLIPPED_NOTE = "at full scale"
+"""Text of the note of clipped audio (``"clipped: N of M samples (P %) at full scale"``)."""
+
 
 @dataclass(frozen=True)
 class Audio:
@@ -114,6 +123,28 @@ def _wav_declared_frames(path: Path) -> int | None:
         return None
 
 
+def _clipped_note(data: np.ndarray) -> str | None:
+    """A note when more than :data:`CLIPPED_FRACTION` of the samples are at full scale.
+
+    Counted over every channel of the decoded file, before downmixing and resampling (which
+    hide clipping). NaN samples count as not clipped (they are refused later).
+
+    Examples
+    --------
+    >>> _clipped_note(np.array([[1.0], [-1.0], [0.1], [0.2]]))
+    'clipped: 2 of 4 samples (50.0 %) at full scale'
+    >>> _clipped_note(np.zeros((4, 1))) is None
+    True
+    """
+    if data.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        n = int(np.count_nonzero(np.abs(data) >= FULL_SCALE))
+    if n <= CLIPPED_FRACTION * data.size:
+        return None
+    return f"clipped: {n} of {data.size} samples ({100 * n / data.size:.1f} %) {CLIPPED_NOTE}"
+
+
 def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
     """Decode an audio file to float64 mono at ``target_sr``, validating it.
 
@@ -138,6 +169,8 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
 
     Notes
     -----
+    Audio with more than 1 % of its samples at full scale (``|x| >= 32767/32768``) is
+    kept with the note ``"clipped: N of M samples (P %) at full scale"``.
     Multi-channel audio is averaged over channels. Float files with samples outside
     [-1, 1), and resampling overshoot, are clipped into [-1, 1) with a note counting the
     clipped samples. All-zero audio and very short audio are returned as they are.
@@ -156,6 +189,10 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
         except (RuntimeError, sf.SoundFileError) as exc:
             raise AudioError(p, f"corrupt or truncated audio: {_reason(exc)}") from None
     n = data.shape[0]
+    notes: list[str] = []
+    clipped = _clipped_note(data)
+    if clipped:
+        notes.append(clipped)
     if file_format in ("WAV", "WAVEX"):
         declared = max(declared, _wav_declared_frames(p) or 0)
     if n < declared:
@@ -165,7 +202,6 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> Audio:
     if n == 0:
         raise AudioError(p, "no audio samples (0 frames)")
     channels = data.shape[1]
-    notes: list[str] = []
     if channels > 1:
         mono = data.mean(axis=1)
         notes.append(f"downmixed {channels} channels")

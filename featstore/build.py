@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import fcntl
 import functools
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import sys
@@ -57,16 +59,19 @@ from typing import IO, Any
 import numpy as np
 
 from featstore.atomic_files import write_json_atomic
-from featstore.audio import load_audio
+from featstore.audio import CLIPPED_FRACTION, CLIPPED_NOTE, load_audio
 from featstore.errors import (
     AudioError,
     ConfigError,
     LocatedError,
+    ManifestError,
+    ResourceError,
     SpoofstoreError,
     StoreError,
 )
 from featstore.features.registry import get_feature
-from featstore.manifests import AudioLocator, Utterance, read_manifest
+from featstore.features.validation import validate_feature_params
+from featstore.manifests import AudioLocator, Utterance, list_protocols, read_manifest
 from featstore.parallel import parallel_backend
 from featstore.remote import build_to_url
 from featstore.store.backends import BACKENDS, StoreWriter
@@ -121,10 +126,13 @@ class BuildConfig:
         Fail on the first bad utterance instead of quarantining it.
     fsync : bool
         ``fsync`` data before each commit (survive power loss, not only a killed process).
+    max_quarantine : float
+        The largest fraction of a split's utterances that may be quarantined (0 to 1); a
+        split losing more fails the build, and so does a split left without any utterance.
 
     Only ``features`` (with resolved parameters), ``chunk_frames``, ``shard_frames`` and the
     format decide the bytes of a store; those make up the fingerprint. ``jobs``,
-    ``batch_size``, ``strict`` and ``fsync`` do not.
+    ``batch_size``, ``strict``, ``fsync`` and ``max_quarantine`` do not.
 
     Raises
     ------
@@ -143,6 +151,7 @@ class BuildConfig:
     shard_frames: int = DEFAULT_SHARD_FRAMES
     strict: bool = False
     fsync: bool = True
+    max_quarantine: float = 0.5
 
     def __post_init__(self) -> None:
         features = tuple(self.features)
@@ -159,17 +168,34 @@ class BuildConfig:
             get_feature(name)  # unknown names in overrides are errors too
         if self.format not in (None, *_FORMATS):
             raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
+        self._check_types()
         if self.jobs == 0 or self.jobs < -1:
             raise ConfigError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.chunk_frames < 1 or self.shard_frames < 1:
-            raise ConfigError("chunk_frames and shard_frames must be >= 1")
+        for name in ("batch_size", "chunk_frames", "shard_frames"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.max_quarantine <= 1.0:
+            raise ConfigError(
+                f"max_quarantine must be a fraction from 0 to 1, got {self.max_quarantine}"
+            )
         if self.shard_frames % self.chunk_frames:
             raise ConfigError(
                 f"shard_frames ({self.shard_frames}) must be a multiple of chunk_frames "
                 f"({self.chunk_frames})"
             )
+
+    def _check_types(self) -> None:
+        """Integer, boolean and fraction fields hold values of their type (TOML allows any)."""
+        for name in ("jobs", "batch_size", "chunk_frames", "shard_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        for name in ("strict", "fsync"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        value = self.max_quarantine
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"max_quarantine must be a number, got {value!r}")
 
     def feature_records(self) -> dict[str, dict[str, Any]]:
         """``describe()`` of each feature with its overrides, in store order."""
@@ -195,23 +221,32 @@ class BuildConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> BuildConfig:
-        """Read a ``featstore.toml``.
+        """Read a ``featstore.toml`` (the file ``featstore build --config`` takes).
 
-        The file sets the same fields as the dataclass, at the top level. ``features`` is
-        either a list of names or a table of per-feature parameter tables::
+        The file sets the same fields as the dataclass, at the top level or in a ``[build]``
+        table. ``features`` is either a list of names (default parameters, or parameters in
+        ``[feature_params.NAME]`` tables) or a table of per-feature parameter tables, whose
+        order is the store's feature order::
 
             jobs = 2
             shard_frames = 65536
+            max_quarantine = 0.1
 
             [features.mgd]
             rho = 0.2
 
             [features.logmel]   # default parameters
 
+        Every value is checked before anything is extracted: each feature's kernel runs once
+        on a short noise signal with the file's parameters (:func:`_check_features`).
+
         Raises
         ------
         LocatedError
             Unreadable TOML or unknown keys.
+        ConfigError
+            A value of the wrong type or out of range (``jobs = 0``, ``chunk_frames = -1``,
+            ``[features.mgd] win_length = 0``): the message names the file and the field.
         FeatureError
             Unknown feature or parameter.
         """
@@ -223,7 +258,9 @@ class BuildConfig:
             raise LocatedError(path, "no such configuration file") from None
         except tomllib.TOMLDecodeError as exc:
             raise LocatedError(path, f"invalid TOML: {exc}") from None
-        doc = dict(doc.get("build", doc))
+        except OSError as exc:
+            raise LocatedError(path, f"cannot read: {exc.strerror or exc}") from None
+        doc = _toml_fields(doc, path)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(doc) - known)
         if unknown:
@@ -232,23 +269,66 @@ class BuildConfig:
             )
         features = doc.pop("features", None)
         kwargs: dict[str, Any] = dict(doc)
+        if not isinstance(kwargs.get("feature_params", {}), dict):
+            raise ConfigError(f"{path}: feature_params must be a table of [feature_params.NAME]")
         if isinstance(features, dict):
             kwargs["features"] = tuple(features)
             params = {k: dict(v) for k, v in features.items() if isinstance(v, dict)}
-            params.update({k: dict(v) for k, v in kwargs.get("feature_params", {}).items()})
+            for k, v in kwargs.get("feature_params", {}).items():
+                params.setdefault(k, {}).update(v)
             kwargs["feature_params"] = params
         elif isinstance(features, list | tuple | str):
             kwargs["features"] = _feature_list(features)
+        elif features is not None:
+            raise ConfigError(f"{path}: features must be a list of names or [features.NAME] tables")
         try:
-            return cls(**kwargs)
+            cfg = cls(**kwargs)
+            _check_features(cfg)
         except TypeError as exc:
             raise LocatedError(path, str(exc)) from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return cfg
+
+
+def _toml_fields(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The configuration fields of a parsed TOML document: top level, or a ``[build]`` table.
+
+    With a ``[build]`` table, top-level ``[features.NAME]``/``[feature_params.NAME]`` tables
+    are still read (they are not silently dropped); a field set in both places is an error.
+    """
+    if "build" not in doc:
+        return dict(doc)
+    build_table = doc["build"]
+    if not isinstance(build_table, dict):
+        raise ConfigError(f"{path}: build must be a table ([build])")
+    rest = {k: v for k, v in doc.items() if k != "build"}
+    twice = sorted(set(build_table) & set(rest))
+    if twice:
+        raise ConfigError(f"{path}: {', '.join(twice)} set both in [build] and at the top level")
+    return {**build_table, **rest}
 
 
 def _feature_list(features: str | Iterable[str]) -> tuple[str, ...]:
     if isinstance(features, str):
         return tuple(f.strip() for f in features.split(",") if f.strip())
     return tuple(features)
+
+
+def _check_features(cfg: BuildConfig) -> None:
+    """Refuse feature parameters no utterance can be extracted with, before any extraction.
+
+    :func:`~featstore.features.validation.validate_feature_params` checks every parameter of
+    the built-in features against the conditions under which their kernels fail or return
+    useless frames, and dry-runs a registered user kernel on 0.5 s of deterministic noise.
+
+    Raises
+    ------
+    ConfigError
+        Naming the feature and the parameter.
+    """
+    for name in cfg.features:
+        validate_feature_params(name, cfg.feature_params.get(name, {}))
 
 
 def _sha256_json(obj: Any) -> str:
@@ -284,6 +364,11 @@ class BuildSummary:
         True when the store was already complete.
     quarantine : list of (str, str, str)
         Every quarantined utterance of the store: ``(split, utt_id, reason)``.
+    labels : dict[str, dict[str, int]]
+        Per split, the utterances in the store by key: ``{"bonafide": n, "spoof": n}``
+        (plus ``"unknown"`` for key-less trial lists).
+    warnings : list of str
+        Legal but suspicious input (ids in two splits, clipped audio), for the user to check.
     """
 
     out: str
@@ -295,6 +380,8 @@ class BuildSummary:
     audio_seconds: float = 0.0
     noop: bool = False
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -302,11 +389,22 @@ class BuildSummary:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def __str__(self) -> str:
+        return self.report()
+
+    def report(self, max_quarantined: int | None = 20) -> str:
+        """The summary for the user, listing at most ``max_quarantined`` quarantined utterances.
+
+        Parameters
+        ----------
+        max_quarantined : int or None, default 20
+            How many quarantined utterances to list (None: every one).
+        """
         if self.noop:
-            return (
+            head = (
                 f"{self.out} is already complete ({sum(self.skipped.values())} utterances, "
                 f"{len(self.quarantine)} quarantined); nothing to do"
             )
+            return "\n".join([head, *self._quarantine_lines(max_quarantined, noop=True)])
         lines = []
         for split in sorted(set(self.written) | set(self.skipped) | set(self.quarantined)):
             line = f"  {split}: {self.written.get(split, 0)} written"
@@ -314,19 +412,33 @@ class BuildSummary:
                 line += f", {self.quarantined[split]} quarantined"
             if self.skipped.get(split):
                 line += f", {self.skipped[split]} already done"
+            line += self._label_text(split)
             lines.append(line)
         head = (
             f"built {self.out} ({self.format}) in {self.wall_seconds:.1f} s: "
             f"{self.audio_seconds / 3600:.3f} h of audio, {self.realtime_factor:.0f}x real time"
         )
-        tail = []
-        if self.quarantine:
-            tail.append(f"{len(self.quarantine)} utterance(s) quarantined:")
-            for split, utt, reason in self.quarantine[:20]:
-                tail.append(f"  {split}/{utt}: {reason}")
-            if len(self.quarantine) > 20:
-                tail.append(f"  ... and {len(self.quarantine) - 20} more (featstore info)")
-        return "\n".join([head, *lines, *tail])
+        return "\n".join([head, *lines, *self._quarantine_lines(max_quarantined)])
+
+    def _label_text(self, split: str) -> str:
+        counts = self.labels.get(split)
+        if not counts:
+            return ""
+        bonafide, spoof = counts.get("bonafide", 0), counts.get("spoof", 0)
+        text = f"; in the store: {bonafide} bona fide, {spoof} spoof"
+        if counts.get("unknown"):
+            text += f", {counts['unknown']} without key"
+        return text
+
+    def _quarantine_lines(self, limit: int | None, noop: bool = False) -> list[str]:
+        if not self.quarantine or (noop and limit is not None):
+            return []
+        out = [f"{len(self.quarantine)} utterance(s) quarantined:"]
+        shown = self.quarantine if limit is None else self.quarantine[:limit]
+        out += [f"  {split}/{utt}: {reason}" for split, utt, reason in shown]
+        if len(shown) < len(self.quarantine):
+            out.append(f"  ... and {len(self.quarantine) - len(shown)} more (--all lists them)")
+        return out
 
 
 def _resolve_config(
@@ -372,6 +484,9 @@ class _Plan:
         Hex sha256 of the manifest content that decides the store (:func:`_manifest_digest`).
     fingerprint : str
         :meth:`BuildConfig.fingerprint` for ``fmt``.
+    warnings : tuple of str
+        What the manifest holds that is legal but probably a mistake (an utterance id in
+        two splits).
     """
 
     cfg: BuildConfig
@@ -380,6 +495,7 @@ class _Plan:
     splits: Mapping[str, tuple[Utterance, ...]]
     manifest_digest: str
     fingerprint: str
+    warnings: tuple[str, ...] = ()
 
     @property
     def n_utterances(self) -> int:
@@ -411,7 +527,9 @@ def _plan(
     """
     out_path = local_path(out)  # file:// URLs too
     fmt = cfg.format or detect_format(out_path)
-    splits = _group_by_split(read_manifest(manifest))
+    utterances = read_manifest(manifest)
+    _check_protocols_not_empty(manifest, utterances)
+    splits = _group_by_split(utterances)
     return _Plan(
         cfg=cfg,
         out=out_path,
@@ -419,7 +537,52 @@ def _plan(
         splits=splits,
         manifest_digest=_manifest_digest(splits),
         fingerprint=cfg.fingerprint(fmt),
+        warnings=tuple(_shared_id_warnings(splits)),
     )
+
+
+def _check_protocols_not_empty(
+    manifest: str | os.PathLike | Sequence[str | os.PathLike], utterances: Sequence[Utterance]
+) -> None:
+    """Every protocol file read holds at least one trial.
+
+    Raises
+    ------
+    ManifestError
+        Naming the (first) protocol file without a trial, or the manifest when none was found.
+    """
+    items = [manifest] if isinstance(manifest, str | os.PathLike) else list(manifest)
+    if not utterances:
+        where = items[0] if len(items) == 1 else ", ".join(os.fspath(i) for i in items)
+        raise ManifestError(where, "no trials: the protocol is empty (nothing to build)")
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(pf.path for pf in list_protocols(p))
+        else:
+            files.append(p)
+    used = {Path(u.source).resolve() for u in utterances}
+    for f in files:
+        if f.resolve() not in used:
+            raise ManifestError(f, "no trials: the protocol is empty; remove it or fill it")
+
+
+def _shared_id_warnings(splits: Mapping[str, Sequence[Utterance]], shown: int = 5) -> list[str]:
+    """A warning per pair of splits that share utterance ids (listing a few of them)."""
+    ids = {split: {u.utt_id for u in utts} for split, utts in splits.items()}
+    names = sorted(ids)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = [u.utt_id for u in splits[a] if u.utt_id in ids[b]]
+            if both:
+                more = f", ... ({len(both)} in all)" if len(both) > shown else ""
+                out.append(
+                    f"{len(both)} utterance id(s) are in both split {a} and split {b} "
+                    f"(the same recording in two splits?): {', '.join(both[:shown])}{more}"
+                )
+    return out
 
 
 def _group_by_split(utterances: Iterable[Utterance]) -> dict[str, tuple[Utterance, ...]]:
@@ -579,27 +742,95 @@ def _start_build_record(writer: Any, plan: _Plan, state: _StoreState) -> Mapping
     return record
 
 
-@contextmanager
-def _build_lock(state_dir: Path, out: Path) -> Iterator[None]:
-    """Refuse to run two builds of one store at once (a POSIX lock, freed when we exit).
+def _lock_path(out: Path) -> Path:
+    """The lock file of a build of ``out``: a hidden sibling, ``.<name>.lock``.
 
-    ``lockf`` locks belong to the process: a build re-run in the same process after an
-    exception re-acquires it, another process gets a clear error, and a killed build
-    leaves no stale lock behind. The lock is released when the block exits, on errors too
-    (not whenever a traceback holding the file is collected).
+    Beside the store, not inside it, so that it exists before anything of the store does
+    (two fresh builds of one new ``out`` race on it, not on the build state) and survives
+    ``--overwrite`` removing the store.
     """
-    fh: IO[str] = open(state_dir / "lock", "a+")
-    try:
-        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise StoreError(
-            out, "another featstore build is writing this store right now; wait for it to end"
-        ) from None
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Hold the lock of ``out`` for the whole build (a POSIX ``lockf`` lock, freed when we exit).
+
+    Taken before the destination is inspected, so that of two builds started at once into
+    the same ``out`` exactly one runs and the other gets a clear error. ``lockf`` locks belong
+    to the process: a build re-run in the same process after an exception re-acquires it,
+    another process gets the error, and a killed build leaves no stale lock behind (the
+    file may remain; it is reused). The file is removed when the block exits; a build that
+    locked a file just removed by another one notices (its inode is gone) and locks again.
+
+    Raises
+    ------
+    ResourceError
+        Another process holds the lock.
+    """
+    path = _lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fh: IO[str] = open(path, "a+")
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.close()
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise ResourceError(
+                f"another featstore build holds the lock on {out} ({path}); wait for it to "
+                "end, then re-run this command (it resumes or finds the store complete)"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # removed by the build that held it before us: lock the new file
     try:
         yield
     finally:
+        path.unlink(missing_ok=True)  # still holding the lock: nobody else is inside
         fh.close()
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NO_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _environment_fault(exc: OSError, out: Path) -> ResourceError | None:
+    """The :class:`ResourceError` an ``OSError`` of a build stands for (None: not one).
+
+    A full disk or quota (``ENOSPC``/``EDQUOT``, also as h5py's message text) and permission
+    errors are faults of the environment: the build stops with one line naming the path, and
+    a re-run of the same command after the cause is fixed resumes from the last commit.
+    """
+    where = exc.filename or out
+    text = str(exc)
+    if exc.errno in _NO_SPACE or "No space left" in text or "Disk quota" in text:
+        return ResourceError(
+            f"{where}: no space left on device while building {out}; free space (or choose "
+            "another --out), then re-run the same command to resume"
+        )
+    if exc.errno in _NO_ACCESS or isinstance(exc, PermissionError):
+        return ResourceError(
+            f"{where}: permission denied ({exc.strerror or exc}) while building {out}"
+        )
+    return None
+
+
+@contextmanager
+def _environment_faults(out: Path) -> Iterator[None]:
+    """Turn disk-full and permission ``OSError``s of a build into :class:`ResourceError`."""
+    try:
+        yield
+    except OSError as exc:
+        fault = _environment_fault(exc, out)
+        if fault is None:
+            raise
+        raise fault from exc
 
 
 # ============================================================================================
@@ -707,6 +938,8 @@ def _feature_rows(
     spec = get_feature(name)
     try:
         y = spec.function(x, **params)
+    except ConfigError:
+        raise  # bad parameters fail the build; they are not a fault of this utterance
     except ValueError as exc:
         raise _Unusable(f"{name}: {exc}") from None
     n_bins = int(spec.n_bins(params))
@@ -950,6 +1183,8 @@ class _SplitResult:
         Utterances committed by an earlier run.
     written, quarantined : int or None
         Utterances written/quarantined by this call; None when the split was already done.
+    clipped : list of str
+        Written utterances with many samples at full scale (:data:`CLIPPED_NOTE`).
     """
 
     record: dict[str, Any]
@@ -957,6 +1192,7 @@ class _SplitResult:
     skipped: int
     written: int | None = None
     quarantined: int | None = None
+    clipped: list[str] = field(default_factory=list)
 
 
 def _check_journal(
@@ -1060,15 +1296,86 @@ class _SplitCommitter:
             buffer.release()
         self.commit()
 
-    def mark_done(self, record: dict[str, Any], quarantine: list[list[str]]) -> None:
+    def mark_done(
+        self, record: dict[str, Any], quarantine: list[list[str]], clipped: list[str]
+    ) -> None:
         """Record the finished split (its metadata entry) in the progress record."""
         self.journal.commit(
-            {**self.state, "done": True, "record": record, "quarantine": quarantine}
+            {
+                **self.state,
+                "done": True,
+                "record": record,
+                "quarantine": quarantine,
+                "clipped": clipped,
+            }
         )
 
     def abort(self) -> None:
         """Stop the background writes (on errors too: no write may outlive the build call)."""
         self.writes.abort()
+
+
+def _holds_quarantine(progress: Mapping[str, Any] | None, records: Sequence[Mapping]) -> bool:
+    """Whether the committed part of a split holds quarantined utterances."""
+    if progress and progress.get("done"):
+        return bool(progress.get("quarantine"))
+    return any(r["status"] != "ok" for r in records)
+
+
+def _forget_split(journal: SplitJournal) -> None:
+    """Drop a split's build state: the next run extracts it from its first utterance.
+
+    The progress record goes first: a journal without one counts as empty, so a kill
+    between the two removals is harmless. The frame arrays are cut back when reopened.
+    """
+    journal.progress_path.unlink(missing_ok=True)
+    journal.journal_path.unlink(missing_ok=True)
+
+
+def _quarantine_failure(
+    split: str, records: Sequence[Mapping[str, Any]], max_fraction: float
+) -> str | None:
+    """Why a finished split fails the build for its quarantined utterances (None: it passes).
+
+    A split fails when none of its utterances was written, or when more than
+    ``max_fraction`` of them were quarantined; the message counts the commonest reasons.
+    """
+    bad = [r for r in records if r["status"] != "ok"]
+    n, n_bad = len(records), len(bad)
+    if n_bad == 0:
+        return None
+    if n_bad == n:
+        head = f"all {n} utterances of split {split} were quarantined"
+    elif n_bad > max_fraction * n:
+        head = (
+            f"{n_bad} of {n} utterances of split {split} were quarantined, more than "
+            f"--max-quarantine {max_fraction:g} of them"
+        )
+    else:
+        return None
+    kinds = _common_reasons(bad)
+    if "no audio file" in kinds[0][1] or "audio root" in kinds[0][1]:
+        hint = "check --audio-root"
+    else:
+        hint = "check the audio, or allow more with --max-quarantine"
+    reasons = "; ".join(f"{count} x {kind}" for count, kind in kinds[:3])
+    return f"{head} ({reasons}); {hint}; the store is not complete, a re-run retries them"
+
+
+def _common_reasons(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """(count, reason) of quarantined records, commonest first, ids and file names generalised.
+
+    ``protocols/x.txt:3: no audio file for utterance 'LA_D_1' ...`` and the same for
+    ``LA_D_2`` count as one reason, ``no audio file for utterance '*' ...``.
+    """
+    counts: dict[str, int] = {}
+    for r in records:
+        kind = str(r["reason"]).replace(str(r["utt_id"]), "*")
+        head, sep, rest = kind.partition(": ")
+        if sep and ("/" in head or "*" in head or os.sep in head):
+            kind = rest  # the file (protocol:line or audio path) the reason is about
+        counts[kind] = counts.get(kind, 0) + 1
+    return sorted(((c, k) for k, c in counts.items()), key=lambda ck: (-ck[0], ck[1]))
 
 
 _Result = _Extracted | _Rejected
@@ -1111,12 +1418,21 @@ class _SplitExtractor:
         Runs batches of tasks on the workers, results in order.
     progress : _Progress
         Progress bar and throughput, shared by the splits.
+    retry : bool
+        Extract again the splits whose committed part holds quarantined utterances.
     """
 
     def __init__(
-        self, plan: _Plan, writer: Any, locate: _Locate, dispatch: _Dispatch, progress: _Progress
+        self,
+        plan: _Plan,
+        writer: Any,
+        locate: _Locate,
+        dispatch: _Dispatch,
+        progress: _Progress,
+        retry: bool = False,
     ):
         self.cfg = plan.cfg
+        self.retry = retry
         self.writer = writer
         self.features = plan.cfg.feature_records()
         self.locate = locate
@@ -1130,9 +1446,17 @@ class _SplitExtractor:
         committer: _SplitCommitter | None = None
         try:
             progress, records = journal.load()
+            if self.retry and _holds_quarantine(progress, records):
+                _forget_split(journal)
+                progress, records = None, []
             if progress and progress.get("done"):
                 self.progress.bar.update(len(utts))
-                return _SplitResult(progress["record"], progress["quarantine"], len(utts))
+                return _SplitResult(
+                    progress["record"],
+                    progress["quarantine"],
+                    len(utts),
+                    clipped=progress.get("clipped", []),
+                )
             _check_journal(journal, records, utts)
             start = _SplitStart.from_progress(progress, records, self.features)
             self.progress.bar.update(start.done)
@@ -1142,9 +1466,18 @@ class _SplitExtractor:
             committer.flush()
             if committer.committed != len(utts):  # pragma: no cover - a bug
                 raise RuntimeError(f"{split}: committed {committer.committed} of {len(utts)}")
+            failure = _quarantine_failure(split, committer.records, self.cfg.max_quarantine)
+            if failure:
+                _forget_split(journal)  # a re-run extracts the whole split again
+                raise AudioError(None, failure)
             record, quarantine = self._write_index(split, utts, committer)
-            committer.mark_done(record, quarantine)
-            return _SplitResult(record, quarantine, start.done, written, quarantined)
+            clipped = [
+                r["utt_id"]
+                for r in committer.records
+                if r["status"] == "ok" and CLIPPED_NOTE in r["notes"]
+            ]
+            committer.mark_done(record, quarantine, clipped)
+            return _SplitResult(record, quarantine, start.done, written, quarantined, clipped)
         finally:
             if committer is not None:
                 committer.abort()
@@ -1355,8 +1688,12 @@ def _extract(
     quiet: bool,
     backend: str,
     scheduler: str | None,
+    retry: bool = False,
 ) -> _Extraction:
-    """Extract every split of the plan into the open ``writer``, in order."""
+    """Extract every split of the plan into the open ``writer``, in order.
+
+    ``retry``: extract again the splits whose committed part holds quarantined utterances.
+    """
     from joblib import Parallel, delayed  # heavy: loaded when a build runs, not on import
     from tqdm import tqdm
 
@@ -1392,7 +1729,7 @@ def _extract(
             return parallel(delayed(_extract_batch)(b, specs, own_workers) for b in batches)
 
         progress = _Progress(bar, t0)
-        extractor = _SplitExtractor(plan, writer, locate, dispatch, progress)
+        extractor = _SplitExtractor(plan, writer, locate, dispatch, progress, retry)
         for split, utts in plan.splits.items():
             splits[split] = extractor.split(split, utts)
     return _Extraction(splits, progress.audio_seconds)
@@ -1449,20 +1786,54 @@ def _summary(plan: _Plan, extraction: _Extraction, t0: float) -> BuildSummary:
             summary.written[split] = r.written
             summary.quarantined[split] = r.quarantined
     summary.quarantine = [tuple(q) for q in _quarantine(extraction)]
+    summary.labels = _label_counts(plan, summary.quarantine)
+    summary.warnings = [*plan.warnings, *_clipped_warnings(extraction)]
     summary.audio_seconds = extraction.audio_seconds
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
 
 def _noop_summary(plan: _Plan, metadata: Mapping[str, Any], t0: float) -> BuildSummary:
+    quarantine = [tuple(q) for q in metadata.get("quarantine", [])]
     return BuildSummary(
         out=os.fspath(plan.out),
         format=plan.fmt,
         skipped={s: int(r["n_utterances"]) for s, r in metadata["splits"].items()},
         noop=True,
-        quarantine=[tuple(q) for q in metadata.get("quarantine", [])],
+        quarantine=quarantine,
+        labels=_label_counts(plan, quarantine),
         wall_seconds=time.perf_counter() - t0,
     )
+
+
+_LABEL_NAMES = {1: "bonafide", 0: "spoof", -1: "unknown"}
+
+
+def _label_counts(plan: _Plan, quarantine: Sequence[Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Per split, the utterances in the store (not quarantined) by key."""
+    left_out = {(q[0], q[1]) for q in quarantine}
+    counts: dict[str, dict[str, int]] = {}
+    for split, utts in plan.splits.items():
+        c = counts.setdefault(split, {"bonafide": 0, "spoof": 0})
+        for u in utts:
+            if (split, u.utt_id) not in left_out:
+                name = _LABEL_NAMES[u.label]
+                c[name] = c.get(name, 0) + 1
+    return counts
+
+
+def _clipped_warnings(extraction: _Extraction, shown: int = 5) -> list[str]:
+    """A warning per split with clipped utterances (:data:`CLIPPED_NOTE`), naming a few."""
+    out = []
+    for split, r in extraction.splits.items():
+        if r.clipped:
+            more = f", ... ({len(r.clipped)} in all)" if len(r.clipped) > shown else ""
+            out.append(
+                f"{len(r.clipped)} utterance(s) of split {split} are clipped (more than "
+                f"{CLIPPED_FRACTION:.0%} of their samples at full scale; noted in the index "
+                f"column notes): {', '.join(r.clipped[:shown])}{more}"
+            )
+    return out
 
 
 def build(
@@ -1480,7 +1851,9 @@ def build(
     shard_frames: int | None = None,
     strict: bool | None = None,
     fsync: bool | None = None,
+    max_quarantine: float | None = None,
     overwrite: bool = False,
+    retry_quarantined: bool = False,
     quiet: bool = False,
     backend: str = "loky",
     scheduler: str | None = None,
@@ -1506,10 +1879,14 @@ def build(
         Base configuration; the other arguments override its fields when given.
     feature_params : mapping, optional
         Per-feature parameter overrides, ``{"mgd": {"rho": 0.2}}``.
-    batch_size, chunk_frames, shard_frames, strict, fsync : optional
+    batch_size, chunk_frames, shard_frames, strict, fsync, max_quarantine : optional
         See :class:`BuildConfig`.
     overwrite : bool, default False
         Replace an existing store built with another configuration or manifest.
+    retry_quarantined : bool, default False
+        Extract again every split holding quarantined utterances: of an unfinished build
+        (resumed), or of a complete store (rebuilt; local stores only). A split that failed
+        the build (:attr:`BuildConfig.max_quarantine`) is retried on a re-run without it.
     quiet : bool, default False
         No progress bar.
     backend : {"loky", "dask"}, default "loky"
@@ -1524,17 +1901,25 @@ def build(
     Returns
     -------
     BuildSummary
-        Utterances written/quarantined/already done per split, wall time, audio seconds.
+        Utterances written/quarantined/already done per split, bona fide/spoof counts, wall
+        time, audio seconds, warnings.
 
     Raises
     ------
     ManifestError
-        A malformed protocol (``FILE:LINE: ...``), duplicate or unsafe utterance ids.
+        A malformed or empty protocol (``FILE:LINE: ...``), duplicate or unsafe utterance ids.
+    ConfigError
+        An invalid configuration value or feature parameter (checked before extraction).
     StoreError
         ``out`` holds a store of another configuration (without ``overwrite``), or
         something that is not a feature store.
     AudioError
-        With ``strict``, the first bad utterance.
+        ``audio_root`` is not a directory; a split ends with every utterance, or more than
+        ``max_quarantine`` of them, quarantined (the store is left unfinished); with
+        ``strict``, the first bad utterance.
+    ResourceError
+        No space left on the device, permission denied, another build holds the lock on
+        ``out``, or (URLs) the storage cannot be reached or there are no credentials.
 
     Examples
     --------
@@ -1544,11 +1929,16 @@ def build(
     {'dev': 24844, 'eval': 71237, 'train': 25380}
     """
     if is_remote(out):  # stage locally, then upload (featstore.remote)
+        if retry_quarantined:
+            raise ConfigError(
+                "--retry-quarantined works on local stores only; for a URL, rebuild with "
+                "--overwrite"
+            )
         local_build = functools.partial(
             build, manifest, audio_root, features=features, jobs=jobs, format=format,
             config=config, feature_params=feature_params, batch_size=batch_size,
             chunk_frames=chunk_frames, shard_frames=shard_frames, strict=strict, fsync=fsync,
-            quiet=quiet, backend=backend, scheduler=scheduler,
+            max_quarantine=max_quarantine, quiet=quiet, backend=backend, scheduler=scheduler,
         )  # fmt: skip
         return _build_at_url(out, format, local_build, cache_dir=cache_dir, overwrite=overwrite)
     t0 = time.perf_counter()
@@ -1562,22 +1952,47 @@ def build(
         "shard_frames": shard_frames,
         "strict": strict,
         "fsync": fsync,
+        "max_quarantine": max_quarantine,
     }
     plan = _plan(manifest, out, _resolve_config(config, overrides))
-    writer = _make_writer(plan.out, plan.fmt, plan.cfg.fsync)
-    state = _reconcile(writer, plan, overwrite)
-    if state.status is _StoreStatus.CONFLICT:
-        raise StoreError(plan.out, state.conflict)
-    if state.status is _StoreStatus.COMPLETE:
-        return _noop_summary(plan, state.metadata, t0)
-    build_record = _start_build_record(writer, plan, state)
-    with _build_lock(writer.state_dir, plan.out):
+    _check_features(plan.cfg)
+    _check_audio_root(audio_root)
+    with _environment_faults(plan.out), _build_lock(plan.out):
+        writer = _make_writer(plan.out, plan.fmt, plan.cfg.fsync)
+        state = _reconcile(writer, plan, overwrite)
+        if state.status is _StoreStatus.CONFLICT:
+            raise StoreError(plan.out, state.conflict)
+        if state.status is _StoreStatus.COMPLETE:
+            if not (retry_quarantined and state.metadata.get("quarantine")):
+                return _noop_summary(plan, state.metadata, t0)
+            writer.remove()  # the same plan: rebuilt whole, quarantined utterances retried
+            state = _StoreState(_StoreStatus.FRESH)
+        build_record = _start_build_record(writer, plan, state)
         writer.open(plan.base_metadata())
         extraction = _extract(
-            plan, writer, audio_root, quiet=quiet, backend=backend, scheduler=scheduler
+            plan,
+            writer,
+            audio_root,
+            quiet=quiet,
+            backend=backend,
+            scheduler=scheduler,
+            retry=retry_quarantined,
         )
         _finalise(writer, plan, build_record, extraction)
     return _summary(plan, extraction, t0)
+
+
+def _check_audio_root(audio_root: str | os.PathLike) -> None:
+    """Refuse an audio root that is not a directory (else every utterance is quarantined).
+
+    Raises
+    ------
+    AudioError
+        ``audio_root`` is missing or not a directory.
+    """
+    if not Path(audio_root).is_dir():
+        what = "does not exist" if not Path(audio_root).exists() else "is not a directory"
+        raise AudioError(audio_root, f"audio root {what}; check --audio-root")
 
 
 def _build_at_url(
@@ -1594,6 +2009,8 @@ def _build_at_url(
     ------
     StoreError
         ``url`` names an HDF5 store (stores at URLs are Zarr only).
+    ResourceError
+        The storage cannot be reached: no credentials, connection refused, access denied.
     """
     if format == "hdf5" or detect_format(url) == "hdf5":
         raise StoreError(url, "stores at URLs are Zarr only; use a .zarr URL")
@@ -1601,4 +2018,42 @@ def _build_at_url(
     def run(path: Path, overwrite_local: bool) -> BuildSummary:
         return local_build(out=path, overwrite=overwrite_local)
 
-    return build_to_url(os.fspath(url), run, cache_dir=cache_dir, overwrite=overwrite)
+    try:
+        return build_to_url(os.fspath(url), run, cache_dir=cache_dir, overwrite=overwrite)
+    except SpoofstoreError:
+        raise
+    except Exception as exc:
+        fault = _remote_fault(exc, os.fspath(url))
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+_NO_CREDENTIALS = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
+)
+_UNREACHABLE = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ProxyConnectionError"}
+)
+
+
+def _remote_fault(exc: BaseException, url: str) -> ResourceError | None:
+    """The :class:`ResourceError` an exception of the object-storage client stands for.
+
+    botocore's exceptions are matched by class name (botocore is an optional dependency),
+    along the exception's chain (s3fs re-raises some of them as ``OSError``).
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        names = {c.__name__ for c in type(seen).__mro__}
+        if names & _NO_CREDENTIALS:
+            return ResourceError(
+                f"cannot reach {url}: no credentials (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            )
+        if names & _UNREACHABLE or isinstance(seen, ConnectionError | TimeoutError):
+            return ResourceError(f"cannot reach {url}: {seen}")
+        if isinstance(seen, PermissionError):
+            return ResourceError(f"cannot reach {url}: access denied ({seen})")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -65,10 +65,29 @@ def features_cmd() -> None:
     "config",
     type=click.Path(),
     default=None,
-    help="featstore.toml with BuildConfig fields and [features.NAME] parameter tables.",
+    help="TOML file: BuildConfig fields at the top level (jobs = 2, chunk_frames = 512, ...) "
+    "and [features.NAME] tables of feature parameters, e.g. [features.mgd] rho = 0.2; "
+    "options given here win (README: 'featstore build --config'; pipelines/conf/).",
 )
 @click.option("--strict", is_flag=True, default=None, help="Fail (exit 2) on a bad utterance.")
+@click.option(
+    "--max-quarantine",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help="Fail (exit 2, store left unfinished) when a split loses more than this fraction of "
+    "its utterances to quarantine, or all of them [default: 0.5].",
+)
+@click.option(
+    "--retry-quarantined",
+    is_flag=True,
+    help="Extract again the splits holding quarantined utterances, also of a complete store "
+    "(rebuilt). Without it, a re-run retries only a split that failed --max-quarantine.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store built another way.")
+@click.option(
+    "--all", "list_all", is_flag=True, help="List every quarantined utterance [default: 20]."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
     "--backend",
@@ -93,13 +112,21 @@ def build_cmd(
     fmt: str | None,
     config: str | None,
     strict: bool | None,
+    max_quarantine: float | None,
+    retry_quarantined: bool,
     overwrite: bool,
+    list_all: bool,
     quiet: bool,
     backend: str,
     scheduler: str | None,
     cache_dir: str | None,
 ) -> None:
-    """Extract features of every utterance of the protocols into a store (resumable)."""
+    """Extract features of every utterance of the protocols into a store (resumable).
+
+    Exit codes: 0 done, 2 bad input (protocols, audio, configuration, too many
+    quarantined utterances), 1 environment (disk full, permission, lock held, no
+    credentials).
+    """
     summary = build(
         list(manifest) if len(manifest) > 1 else manifest[0],
         audio_root,
@@ -109,13 +136,17 @@ def build_cmd(
         format=fmt,
         config=config,
         strict=strict or None,
+        max_quarantine=max_quarantine,
+        retry_quarantined=retry_quarantined,
         overwrite=overwrite,
         quiet=quiet,
         backend=backend,
         scheduler=scheduler,
         cache_dir=cache_dir,
     )
-    click.echo(str(summary))
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(summary.report(None if list_all else 20))
 
 
 @cli.command("info")

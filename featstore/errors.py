@@ -59,3 +59,12 @@ class ConfigError(FeatureError):
     A :class:`FeatureError` too: ``except FeatureError`` also catches bad feature parameters.
     An unknown feature *name* is a plain :class:`FeatureError`.
     """
+
+
+class ResourceError(SpoofstoreError):
+    """The environment, not the input, stopped the work: no space left on a device, permission
+    denied, a lock held by another process, storage that cannot be reached or missing
+    credentials. The command-line tools print ``error: <message>`` and exit with code 1.
+    """
+
+    exit_code = 1

@@ -22,7 +22,9 @@ def test_flac_16k_mono_is_read_as_int16_over_32768(tmp_path):
     assert isinstance(a, Audio)
     assert a.signal.dtype == np.float64 and a.signal.ndim == 1
     np.testing.assert_array_equal(a.signal, pcm / 32768.0)
-    assert (a.sample_rate, a.channels, a.notes) == (16000, 1, ())
+    # a third of the samples are -32768 or 32767: noted as clipped, kept as they are
+    clipped = ("clipped: 200 of 600 samples (33.3 %) at full scale",)
+    assert (a.sample_rate, a.channels, a.notes) == (16000, 1, clipped)
     assert a.signal.min() >= -1.0 and a.signal.max() < 1.0
 
 
@@ -68,8 +70,26 @@ def test_out_of_range_float_samples_are_clipped_with_a_note(tmp_path):
     p = tmp_path / "loud.wav"
     sf.write(p, np.array([0.0, 1.0, 1.5, -2.0, 0.5]), 16000, subtype="FLOAT")
     a = load_audio(p)
-    assert a.notes == ("clipped 3 samples into [-1, 1)",)
+    assert a.notes == (
+        "clipped: 3 of 5 samples (60.0 %) at full scale",
+        "clipped 3 samples into [-1, 1)",
+    )
     assert a.signal[3] == -1.0 and a.signal.max() < 1.0 and a.signal[4] == 0.5
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_audio_with_over_1_percent_of_samples_at_full_scale_is_noted_clipped(tmp_path, subtype):
+    x = 0.3 * np.sin(np.arange(16000) / 5.0)
+    x[:200] = 1.0  # 300 of 16000 samples (1.9 %) at full scale, both signs
+    x[200:400:2] = -1.0
+    p = tmp_path / "hot.wav"
+    sf.write(p, x, 16000, subtype=subtype)
+    a = load_audio(p)
+    assert a.notes[0].startswith("clipped: 300 of 16000 samples (1.9 %) at full scale")
+    x[:400] = 0.5
+    x[:150] = -1.0  # 150 of 16000 (0.94 %): not noted
+    sf.write(p, x, 16000, subtype=subtype)
+    assert load_audio(p).notes == ()
 
 
 def test_all_zero_and_very_short_audio_are_not_errors(tmp_path):

@@ -13,7 +13,14 @@ from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, spee
 
 import featstore
 from featstore.build import BuildConfig, BuildSummary
-from featstore.errors import AudioError, FeatureError, LocatedError, ManifestError, StoreError
+from featstore.errors import (
+    AudioError,
+    ConfigError,
+    FeatureError,
+    LocatedError,
+    ManifestError,
+    StoreError,
+)
 from featstore.features.registry import compute_feature
 from featstore.store import open_store
 from featstore.store.inspect import verify_store
@@ -226,19 +233,98 @@ def test_bad_utterances_are_quarantined_with_reasons(bad_corpus: Path, tmp_path:
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
-def test_split_with_every_utterance_quarantined(tmp_path: Path, suffix: str) -> None:
+def test_split_with_every_utterance_quarantined_fails_then_a_rerun_retries(
+    tmp_path: Path, suffix: str
+) -> None:
     root = make_corpus(tmp_path / "c", {"train": 2})
     add_utterance(root, "dev", "LA_D_GONE1")
-    add_utterance(root, "dev", "LA_D_GONE2")
+    add_utterance(root, "dev", "LA_D_GONE2", key="spoof")
     out = tmp_path / f"s{suffix}"
-    summary = featstore.build(root / "protocols", root, out, jobs=1, quiet=True, **SMALL)
-    assert summary.written == {"dev": 0, "train": 2} and summary.quarantined["dev"] == 2
-    st = open_store(out)
-    assert len(st.index("dev")) == 0 and st.array("dev", "mgd").shape == (0, 257)
-    assert st.array("dev", "mgd")[:].shape == (0, 257)
-    mean, std = st.stats("mgd", split="dev")
-    assert not mean.any() and (std == 1).all()
+    kw = {"jobs": 1, "quiet": True, **SMALL}
+    with pytest.raises(
+        AudioError,
+        match=r"all 2 utterances of split dev were quarantined \(2 x no audio file for "
+        r"utterance '\*'.*check --audio-root",
+    ):
+        featstore.build(root / "protocols", root, out, **kw)
+    with pytest.raises(StoreError, match="incomplete"):  # not marked complete
+        open_store(out)
+    rng = np.random.default_rng(1)  # the audio is found: the same command retries the split
+    for uid in ("LA_D_GONE1", "LA_D_GONE2"):
+        sf.write(root / "flac" / f"{uid}.flac", speechlike(rng, 1.0), 16000, subtype="PCM_16")
+    summary = featstore.build(root / "protocols", root, out, **kw)
+    assert not summary.noop and summary.written == {"dev": 2, "train": 2}
+    assert summary.quarantine == []
+    assert summary.labels["dev"] == {"bonafide": 1, "spoof": 1}
     assert verify_store(out) == []
+    clean = tmp_path / f"clean{suffix}"
+    featstore.build(root / "protocols", root, clean, **kw)
+    assert_stores_equal(clean, out)
+
+
+def test_max_quarantine_fraction(tmp_path: Path) -> None:
+    root = make_corpus(tmp_path / "c", {"dev": 3})
+    add_utterance(root, "dev", "LA_D_GONE1")
+    add_utterance(root, "dev", "LA_D_GONE2")
+    kw = {"jobs": 1, "quiet": True, **SMALL}
+    summary = featstore.build(root / "protocols", root, tmp_path / "a.zarr", **kw)  # 2/5 <= 0.5
+    assert summary.quarantined == {"dev": 2}
+    with pytest.raises(
+        AudioError,
+        match=r"2 of 5 utterances of split dev were quarantined, more than "
+        r"--max-quarantine 0.3 of them \(2 x no audio file",
+    ):
+        featstore.build(root / "protocols", root, tmp_path / "b.zarr", max_quarantine=0.3, **kw)
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(tmp_path / "b.zarr")
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(ConfigError, match="max_quarantine"):
+            BuildConfig(max_quarantine=bad)
+
+
+def test_retry_quarantined_of_an_unfinished_and_of_a_complete_store(tmp_path: Path) -> None:
+    root = make_corpus(tmp_path / "c", {"dev": 3})
+    add_utterance(root, "dev", "LA_D_GONE")  # 1 of 4 in dev: passes
+    add_utterance(root, "train", "LA_T_GONE")  # 1 of 1 in train: fails the build
+    kw = {"jobs": 1, "quiet": True, **SMALL}
+    out = tmp_path / "s.zarr"
+    with pytest.raises(AudioError, match="split train"):
+        featstore.build(root / "protocols", root, out, **kw)
+    rng = np.random.default_rng(2)
+    for uid in ("LA_D_GONE", "LA_T_GONE"):
+        sf.write(root / "flac" / f"{uid}.flac", speechlike(rng, 1.0), 16000, subtype="PCM_16")
+    clean = tmp_path / "clean.zarr"
+    featstore.build(root / "protocols", root, clean, **kw)
+    # unfinished: the finished split dev keeps its quarantined utterance unless asked
+    summary = featstore.build(root / "protocols", root, out, **kw)
+    assert summary.written == {"train": 1} and summary.skipped["dev"] == 4
+    assert [u for _, u, _ in summary.quarantine] == ["LA_D_GONE"]
+    # complete: a plain re-run is a no-op; --retry-quarantined rebuilds it
+    assert featstore.build(root / "protocols", root, out, **kw).noop
+    summary = featstore.build(root / "protocols", root, out, retry_quarantined=True, **kw)
+    assert not summary.noop and summary.quarantine == [] and summary.written["dev"] == 4
+    assert_stores_equal(clean, out)
+    assert featstore.build(root / "protocols", root, out, retry_quarantined=True, **kw).noop
+
+
+def test_retry_quarantined_resumes_an_unfinished_build(tmp_path: Path, monkeypatch) -> None:
+    from featstore.store.zarr_backend import ZarrWriter
+
+    root = make_corpus(tmp_path / "c", {"dev": 3, "train": 2})
+    add_utterance(root, "dev", "LA_D_GONE")
+    kw = {"jobs": 1, "quiet": True, **SMALL}
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:  # killed after dev, before the store is complete
+        m.setattr(ZarrWriter, "finish", lambda self, metadata: (_ for _ in ()).throw(KeyError))
+        with pytest.raises(KeyError):
+            featstore.build(root / "protocols", root, out, **kw)
+    sf.write(root / "flac" / "LA_D_GONE.flac", speechlike(np.random.default_rng(3), 1.0), 16000)
+    summary = featstore.build(root / "protocols", root, out, retry_quarantined=True, **kw)
+    assert summary.written == {"dev": 4} and summary.skipped == {"dev": 0, "train": 2}
+    assert summary.quarantine == []
+    clean = tmp_path / "clean.zarr"
+    featstore.build(root / "protocols", root, clean, **kw)
+    assert_stores_equal(clean, out)
 
 
 def test_strict_stops_at_first_bad_utterance(bad_corpus: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from corpus_fixture import assert_stores_equal, make_corpus
 
 import featstore
+from featstore.errors import ResourceError
 from featstore.store.hdf5_backend import Hdf5Writer, RawSink
 from featstore.store.journal import SplitJournal
 from featstore.store.zarr_backend import ZarrSink, ZarrWriter
@@ -178,14 +179,8 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None
     assert not list(out.rglob(".*.tmp"))  # temporary shard files of featstore.atomic_files
 
 
-def test_concurrent_build_of_the_same_store_is_refused(
-    corpus: Path, tmp_path: Path, monkeypatch
-) -> None:
-    out = tmp_path / "s.zarr"
-    with monkeypatch.context() as m:
-        _crash_after(m, ZarrSink, "write", 2)
-        with pytest.raises(Crash):
-            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+def _hold_lock(path: Path) -> subprocess.Popen:
+    """Another process holding the ``lockf`` lock of ``path`` (as a running build does)."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -193,17 +188,75 @@ def test_concurrent_build_of_the_same_store_is_refused(
             "import fcntl, sys, time\n"
             "fh = open(sys.argv[1], 'a+'); fcntl.lockf(fh, fcntl.LOCK_EX)\n"
             "print('locked', flush=True); time.sleep(60)",
-            str(out / ".spoofstore-build" / "lock"),
+            str(path),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_concurrent_build_of_the_same_store_is_refused(
+    corpus: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from featstore.build import _lock_path
+
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:
+        _crash_after(m, ZarrSink, "write", 2)
+        with pytest.raises(Crash):
+            featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
+    assert not _lock_path(out).exists()  # released and removed on errors too
+    holder = _hold_lock(_lock_path(out))
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(featstore.StoreError, match="another featstore build"):
+        with pytest.raises(ResourceError, match=f"another featstore build holds the lock on {out}"):
             featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
     finally:
         holder.kill()
         holder.wait()
     summary = featstore.build(corpus / "protocols", corpus, out, jobs=1, quiet=True, **SMALL)
     assert not summary.noop and featstore.open_store(out).splits == ["dev", "train"]
+    assert not _lock_path(out).exists()
+
+
+def test_two_fresh_builds_into_one_new_out(corpus: Path, tmp_path: Path) -> None:
+    """The second of two builds started at once into a new ``--out`` gets a clear error
+    (exit 1) before it touches anything, or (started late) finds the store complete; the
+    first one finishes undisturbed. Then the race made certain: a lock held by another
+    process on a new ``--out``."""
+    from featstore.build import _lock_path
+    from featstore.cli import main
+
+    out = tmp_path / "new" / "s.zarr"
+    args = ["build", "--manifest", str(corpus / "protocols"), "--audio-root", str(corpus)]
+    args += ["--out", str(out), "--jobs", "1", "--quiet"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "featstore", *args], stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not _lock_path(out).exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = subprocess.run(
+        [sys.executable, "-m", "featstore", *args], capture_output=True, text=True, timeout=120
+    )
+    stdout, _ = first.communicate(timeout=300)
+    assert first.returncode == 0 and "built" in stdout
+    if second.returncode == 0:  # pragma: no cover - the first one finished before it started
+        assert "nothing to do" in second.stdout
+    else:
+        assert second.returncode == 1, second.stderr
+        assert second.stderr == f"error: another featstore build holds the lock on {out} " + (
+            f"({_lock_path(out)}); wait for it to end, then re-run this command (it resumes "
+            "or finds the store complete)\n"
+        )
+    assert featstore.open_store(out).splits == ["dev", "train"]
+    holder = _hold_lock(_lock_path(tmp_path / "other.zarr"))  # the race, made certain
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main([*args[:-5], "--out", str(tmp_path / "other.zarr"), "--jobs", "1", "--quiet"])
+        assert exc.value.code == 1
+        assert not (tmp_path / "other.zarr").exists()
+    finally:
+        holder.kill()
+        holder.wait()
