@@ -2,7 +2,7 @@
 
 Public API::
 
-    from featstore import compute_feature, FEATURES, build, open_store
+    from featstore import compute_feature, FEATURES, build, open_store, verify_store
 
 ``import featstore`` is fast: heavy and optional dependencies (zarr, h5py, fsspec/s3fs,
 dask/distributed, the Numba kernels) load inside the functions that need them; the full list
@@ -24,7 +24,7 @@ from featstore.errors import (
     StoreError,
 )
 from featstore.features.registry import FEATURES, FeatureSpec, compute_feature
-from featstore.store import open_store
+from featstore.store import open_store, verify_store
 
 __all__ = [
     "FEATURES",
@@ -38,4 +38,5 @@ __all__ = [
     "build",
     "compute_feature",
     "open_store",
+    "verify_store",
 ]

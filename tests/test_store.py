@@ -21,7 +21,7 @@ import featstore
 from featstore.errors import StoreError
 from featstore.features.registry import compute_feature
 from featstore.store import FrameArray, open_store
-from featstore.store.frame_array import Segment, merge_runs
+from featstore.store.frame_array import Hole, Segment, merge_runs
 from featstore.store.hdf5_backend import Hdf5Source
 from featstore.store.inspect import store_info, verify_store
 from featstore.store.statistics import column_moments
@@ -202,14 +202,20 @@ def test_read_into_and_indexing_errors() -> None:
     data = np.arange(40, dtype=np.float32).reshape(10, 4)
     fa = FrameArray(
         (12, 4),
-        segments=[Segment(0, 4, data[:4]), Segment(4, 6, None), Segment(8, 10, data[8:])],
+        segments=[Segment(0, 4, data[:4]), Segment(8, 10, data[8:])],
+        holes=[Hole(4, 6, "s/f/c/1/0 is missing")],
+        store="s.zarr",
+        name="s/f",
     )
     out = np.full((12, 4), -1, dtype=np.float32)
-    fa.read_into(2, 12, out)
-    np.testing.assert_array_equal(out[:2], data[2:4])
-    np.testing.assert_array_equal(out[2:6], 0)  # None segment and gap read as fill value
-    np.testing.assert_array_equal(out[6:8], data[8:10])
-    np.testing.assert_array_equal(out[8:10], 0)  # past the last segment
+    np.testing.assert_array_equal(fa.read_into(1, 4, out)[:3], data[1:4])
+    np.testing.assert_array_equal(fa[8:10], data[8:10])
+    with pytest.raises(StoreError, match=r"s.zarr: s/f: rows 4..8 .*s/f/c/1/0 is missing"):
+        fa.read_into(2, 12, out)  # a hole is refused, never read as the fill value
+    with pytest.raises(StoreError, match=r"rows 6..8 .*no stored bytes"):
+        fa[6:9]  # a gap no hole explains
+    with pytest.raises(StoreError, match=r"rows 10..12"):
+        fa[9:12]  # past the last segment
     assert fa[3:3].shape == (0, 4) and fa[5:2].shape == (0, 4)
     with pytest.raises(IndexError):
         fa.read_into(0, 13, out)
@@ -217,9 +223,11 @@ def test_read_into_and_indexing_errors() -> None:
         fa[12]
     with pytest.raises(TypeError, match="step"):
         fa[::2]
-    fallback = FrameArray((10, 4), reader=lambda a, b: data[a:b])
+    fallback = FrameArray((10, 4), reader=lambda a, b: data[a:b], holes=[Hole(6, 8, "gone")])
     assert not fallback.memmapped
-    np.testing.assert_array_equal(fallback[3:7], data[3:7])
+    np.testing.assert_array_equal(fallback[3:6], data[3:6])
+    with pytest.raises(StoreError, match=r"rows 6..7 .*gone"):
+        fallback[5:7]
 
 
 def test_merge_runs() -> None:
@@ -230,16 +238,91 @@ def test_merge_runs() -> None:
     assert merge_runs([(0, 2, 0), (3, 4, 12)], 4) == [(0, 2, 0), (3, 4, 12)]
 
 
-def test_missing_shard_reads_as_zeros_like_zarr(store_path: Path, tmp_path: Path) -> None:
+def test_zarr_reads_missing_shards_and_chunks_as_the_fill_value(tmp_path: Path) -> None:
+    """Why the reader refuses absent rows itself: zarr returns 0.0 for them, silently."""
+    data = np.arange(1, 1 + 300 * 3, dtype=np.float32).reshape(300, 3)
+    arr = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=data.shape,
+        chunks=(32, 3),
+        shards=(128, 3),
+        dtype="float32",
+        fill_value=0.0,
+        compressors=None,
+        config={"write_empty_chunks": True},
+    )
+    arr[:] = data
+    (tmp_path / "a.zarr" / "c" / "1" / "0").unlink()
+    assert not arr[128:256].any()  # a missing shard reads as zeros
+    _drop_chunk(tmp_path / "a.zarr" / "c" / "0" / "0", chunk=1, n_chunks=4)
+    assert not arr[32:64].any() and arr[0:32].all()  # so does a chunk absent from a shard
+
+
+def _drop_chunk(shard: Path, chunk: int, n_chunks: int) -> None:
+    """Mark ``chunk`` absent in a shard's index (valid crc32c; the file keeps its size)."""
+    from featstore.store.zarr_shards import EMPTY_CHUNK, crc32c
+
+    raw = bytearray(shard.read_bytes())
+    at = len(raw) - n_chunks * 16 - 4
+    index = np.frombuffer(bytes(raw[at : at + n_chunks * 16]), dtype="<u8").reshape(-1, 2).copy()
+    index[chunk] = EMPTY_CHUNK
+    raw[at:] = index.tobytes() + crc32c(index.tobytes())
+    shard.write_bytes(bytes(raw))
+
+
+def test_missing_shard_is_refused_on_open_and_on_read(store_path: Path, tmp_path: Path) -> None:
     if store_path.suffix != ".zarr":
         pytest.skip("zarr only")
-    copy = tmp_path / "copy.zarr"
-    shutil.copytree(store_path, copy)
+    copy = _copy(store_path, tmp_path)
     (copy / "train" / "mgd" / "c" / "1" / "0").unlink()
-    fa = open_store(copy).array("train", "mgd")
-    arr = zarr.open_array(copy / "train" / "mgd", mode="r")
-    np.testing.assert_array_equal(fa[100:300], arr[100:300])
-    assert not fa[128:256].any()
+    with pytest.raises(StoreError, match=r"damaged store: train/mgd/c/1/0 is missing;") as info:
+        open_store(copy)
+    assert str(info.value).startswith(str(copy)) and "\n" not in str(info.value)
+    shard = copy / "dev" / "logmel" / "c" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(StoreError, match=r"dev/logmel/c/0/0 has \d+ bytes, expected \d+ .*1 more"):
+        open_store(copy)
+
+    st = open_store(copy, check_files=False)  # files gone after the store was opened
+    fa = st.array("train", "mgd")
+    np.testing.assert_array_equal(fa[0:128], open_store(store_path).array("train", "mgd")[:128])
+    with pytest.raises(StoreError, match=r"train/mgd: rows 128..130 .*c/1/0 is missing"):
+        fa[100:130]
+    offsets, n_frames = st.frames("train", "mgd")
+    utt = next(i for i in range(len(offsets)) if offsets[i] + n_frames[i] > 128)
+    with pytest.raises(StoreError, match=r"train/mgd: rows .*train/mgd/c/1/0 is missing"):
+        st.read("train", "mgd", str(st.index("train")["utt_id"][utt]))
+
+
+def test_absent_chunk_in_a_present_shard_is_refused(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    _drop_chunk(copy / "train" / "mgd" / "c" / "0" / "0", chunk=2, n_chunks=4)
+    fa = open_store(copy).array("train", "mgd")  # same file size: open passes, reads refuse
+    assert fa[0:64].shape == (64, 257)
+    with pytest.raises(StoreError, match=r"rows 64..96 .*train/mgd/c/0/0: chunk 2 is not stored"):
+        fa[60:100]
+
+
+def test_hdf5_missing_dataset_and_truncated_file(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".h5":
+        pytest.skip("hdf5 only")
+    copy = _copy(store_path, tmp_path)
+    with h5py.File(copy, "r+") as fh:
+        del fh["train/logmel"]
+        del fh["dev/index/label"]
+    with pytest.raises(StoreError, match=r"dataset dev/index/label is missing \(and 1 more\)"):
+        open_store(copy)
+    st = open_store(copy, check_files=False)
+    with pytest.raises(StoreError, match=r"train/logmel: no such frame array"):
+        st.array("train", "logmel")
+    with pytest.raises(StoreError, match=r"dev: index column 'label' is missing"):
+        st.index("dev")
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(store_path.read_bytes()[:-5000])
+    with pytest.raises(StoreError, match="truncated file"):
+        open_store(cut)
 
 
 def test_remote_url_falls_back_to_zarr_reads(store_path: Path) -> None:
@@ -258,6 +341,29 @@ def test_remote_url_falls_back_to_zarr_reads(store_path: Path) -> None:
         assert not fa.memmapped
         np.testing.assert_array_equal(fa[10:300], local.array("train", "mgd")[10:300])
         np.testing.assert_array_equal(st.index("dev"), local.index("dev"))
+    finally:
+        fs.rm(remote.rsplit("/", 1)[0], recursive=True)
+
+
+def test_remote_store_with_a_missing_shard_is_refused(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    remote = f"/remote-missing-{os.getpid()}/s.zarr"
+    fs.put(str(store_path), remote, recursive=True)
+    fs.rm(f"{remote}/train/mgd/c/1/0")
+    url = f"memory://{remote}"
+    try:
+        for cache_dir in (None, tmp_path / "cache"):
+            with pytest.raises(StoreError, match=r"damaged store: train/mgd/c/1/0 is missing"):
+                open_store(url, cache_dir=cache_dir)
+            fa = open_store(url, cache_dir=cache_dir, check_files=False).array("train", "mgd")
+            assert fa.memmapped == (cache_dir is not None)
+            assert fa[0:128].any()
+            with pytest.raises(StoreError, match=r"train/mgd: rows 128\.\..*c/1/0 is missing"):
+                fa[120:130]  # zarr itself would return zeros here
     finally:
         fs.rm(remote.rsplit("/", 1)[0], recursive=True)
 

@@ -11,10 +11,16 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import StoreError
-from featstore.store.layout import local_path, sha256_column
+from featstore.store.frame_array import FrameArray
+from featstore.store.layout import (
+    check_index,
+    local_path,
+    n_frames_column,
+    offset_column,
+    sha256_column,
+)
 from featstore.store.reader import Store, open_store
 
-_SCAN_ROWS = 65536  # rows per block of the NaN/inf scan
 _MAX_LISTED = 10  # problems of one kind listed before "... and N more"
 
 
@@ -172,30 +178,57 @@ def _listed(problems: list[str], kind: str, items: list[str]) -> None:
         problems.append(f"{kind}: ... and {len(items) - _MAX_LISTED} more")
 
 
-def verify_store(location: str | os.PathLike) -> list[str]:
+def verify_store(location: str | os.PathLike, *, strict: bool = False) -> list[str]:
     """Check a store end to end; return its problems (empty when it is sound).
 
-    Checks that the metadata reads and the store is complete; every index column has one
-    row per utterance and ids are unique; per feature, offsets are contiguous from 0, every
-    utterance has frames, totals equal the array lengths and the recorded ``n_frames``;
-    every utterance's sha256 and the split checksum match the bytes read back; no frame
-    holds NaN or inf; quarantined utterances are not in the index.
+    Checks that the metadata reads and the store is complete; every data file is there with
+    its expected size; every index column has one row per utterance and ids are unique;
+    per feature, offsets are contiguous from 0, every utterance has frames, totals equal the
+    array lengths and the recorded ``n_frames``; every utterance's sha256 and the split
+    checksum match the bytes read back (this is what finds flipped bits inside a present
+    file); no frame holds NaN or inf; quarantined utterances are not in the index.
 
     Parameters
     ----------
     location : str or os.PathLike
         The store.
+    strict : bool, default False
+        Raise instead of returning problems (``trainer fit/score --verify``).
 
     Returns
     -------
     list of str
         One line per problem, naming split, feature and utterance/rows.
+
+    Raises
+    ------
+    StoreError
+        Only with ``strict``: the store has problems (the first is named, with the count).
+
+    Examples
+    --------
+    >>> problems = verify_store("store.zarr")  # doctest: +SKIP
+    >>> verify_store("store.zarr", strict=True)  # doctest: +SKIP
+    Traceback (most recent call last):
+    featstore.errors.StoreError: store.zarr: featstore verify found 2 problem(s), the first: ...
     """
+    problems = _verify(location)
+    if strict and problems:
+        raise StoreError(
+            location,
+            f"featstore verify found {len(problems)} problem(s), the first: {problems[0]} "
+            f"(run `featstore verify {os.fspath(location)}` for all)",
+        )
+    return problems
+
+
+def _verify(location: str | os.PathLike) -> list[str]:
     from featstore.store.layout import split_checksum
 
     problems: list[str] = []
     try:
-        st = open_store(location)
+        st = open_store(location, check_files=False)
+        problems.extend(st.data_problems())
     except StoreError as exc:
         return [str(exc)]
     meta = st.metadata
@@ -203,14 +236,18 @@ def verify_store(location: str | os.PathLike) -> list[str]:
         rec = meta["splits"][split]
         n = int(rec["n_utterances"])
         try:
-            cols = st._columns(split)
-        except Exception as exc:  # any failure to read the index is a finding
-            problems.append(f"{split}: index unreadable: {exc}")
+            cols = st.raw_index_columns(split)
+        except StoreError as exc:
+            problems.append(f"{split}: index unreadable: {exc.message}")
             continue
         bad_len = [f"{c} has {len(v)} rows" for c, v in cols.items() if len(v) != n]
         _listed(problems, f"{split}: index expects {n} rows but", bad_len)
         if bad_len:
             continue
+        try:
+            check_index(cols, rec, st.path, split)
+        except StoreError as exc:
+            problems.append(f"{split}: {exc.message}")
         ids = cols["utt_id"]
         if len(set(ids.tolist())) != len(ids):
             problems.append(f"{split}: duplicate utterance ids in the index")
@@ -222,10 +259,11 @@ def verify_store(location: str | os.PathLike) -> list[str]:
             where = f"{split}/{feature}"
             try:
                 fa = st.array(split, feature)
-            except Exception as exc:  # any failure to map the array is a finding
-                problems.append(f"{where}: frame array unreadable: {exc}")
+            except StoreError as exc:  # any failure to map the array is a finding
+                problems.append(f"{where}: frame array unreadable: {exc.message}")
                 continue
-            offsets, n_frames = st.frames(split, feature)
+            offsets = cols[offset_column(feature)].astype(np.int64)
+            n_frames = cols[n_frames_column(feature)].astype(np.int64)
             expected = (int(frec["n_frames"]), int(frec["n_bins"]))
             if fa.shape != expected:
                 problems.append(f"{where}: array shape {fa.shape}, metadata says {expected}")
@@ -244,30 +282,43 @@ def verify_store(location: str | os.PathLike) -> list[str]:
                 problems.append(f"{where}: index totals {total} frames, array has {fa.shape[0]}")
             if gaps.size or empty.size or total != fa.shape[0]:
                 continue
-            digests = cols[sha256_column(feature)].tolist()
-            mismatched = []
-            for i in range(n):
-                a, b = int(offsets[i]), int(offsets[i] + n_frames[i])
-                got = hashlib.sha256(memoryview(fa[a:b]).cast("B")).hexdigest()
-                if got != digests[i]:
-                    mismatched.append(f"{ids[i]} (rows {a}..{b})")
-            _listed(problems, f"{where}: checksum mismatch", mismatched)
-            if split_checksum(digests) != frec["sha256"]:
+            digests = cols[sha256_column(feature)]
+            _verify_frames(problems, where, fa, ids, offsets, n_frames, digests)
+            if split_checksum(digests.tolist()) != frec["sha256"]:
                 problems.append(f"{where}: split checksum differs from the metadata")
-            bad_rows = []
-            for a in range(0, fa.shape[0], _SCAN_ROWS):
-                block = fa[a : a + _SCAN_ROWS]
-                rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
-                bad_rows.extend(int(r) + a for r in rows)
-            if bad_rows:
-                starts = offsets.tolist()
-                utts = sorted(
-                    {str(ids[np.searchsorted(starts, r, side="right") - 1]) for r in bad_rows}
-                )
-                problems.append(
-                    f"{where}: {len(bad_rows)} row(s) hold NaN/inf, in utterance(s) "
-                    + ", ".join(utts[:_MAX_LISTED])
-                    + (" ..." if len(utts) > _MAX_LISTED else "")
-                )
     st.close()
     return problems
+
+
+def _verify_frames(
+    problems: list[str],
+    where: str,
+    fa: FrameArray,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    n_frames: np.ndarray,
+    digests: np.ndarray,
+) -> None:
+    """Per-utterance checksums, rows that are not stored, and the NaN/inf scan."""
+    mismatched, absent = [], []
+    bad_rows: list[int] = []
+    for i in range(len(ids)):
+        a, b = int(offsets[i]), int(offsets[i] + n_frames[i])
+        try:
+            rows = fa[a:b]
+        except StoreError:
+            absent.append(f"{ids[i]} (rows {a}..{b})")
+            continue
+        if hashlib.sha256(memoryview(rows).cast("B")).hexdigest() != digests[i]:
+            mismatched.append(f"{ids[i]} (rows {a}..{b})")
+        bad_rows.extend(int(r) + a for r in np.flatnonzero(~np.isfinite(rows).all(axis=1)))
+    _listed(problems, f"{where}: rows not stored", absent)
+    _listed(problems, f"{where}: checksum mismatch", mismatched)
+    if bad_rows:
+        starts = offsets.tolist()
+        utts = sorted({str(ids[np.searchsorted(starts, r, side="right") - 1]) for r in bad_rows})
+        problems.append(
+            f"{where}: {len(bad_rows)} row(s) hold NaN/inf, in utterance(s) "
+            + ", ".join(utts[:_MAX_LISTED])
+            + (" ..." if len(utts) > _MAX_LISTED else "")
+        )
