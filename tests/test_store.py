@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import featstore
+from featstore.cli import main as featstore_main
 from featstore.errors import StoreError
 from featstore.features.registry import compute_feature
-from featstore.store import FrameArray, open_store
+from featstore.store import FrameArray, check_name, open_store
 from featstore.store.frame_array import Hole, Segment, merge_runs
 from featstore.store.hdf5_backend import Hdf5Source
 from featstore.store.inspect import store_info, verify_store
@@ -481,3 +483,118 @@ def test_column_moments_flag_non_finite_values(bad: float) -> None:
     rows[2, 1] = bad
     _, squares = column_moments(rows)
     assert np.isfinite(squares).tolist() == [True, False, True]
+
+
+# --- names and index columns read from the store ----------------------------------------------
+
+
+def _edit_metadata(path: Path, edit) -> None:
+    """Apply ``edit(meta)`` to the store metadata of a Zarr or HDF5 store, in place."""
+    import json
+
+    if path.suffix == ".zarr":
+        doc = json.loads((path / "zarr.json").read_text())
+        edit(doc["attributes"]["spoofstore"])
+        (path / "zarr.json").write_text(json.dumps(doc))
+    else:
+        with h5py.File(path, "r+") as fh:
+            meta = json.loads(fh.attrs["spoofstore"])
+            edit(meta)
+            fh.attrs["spoofstore"] = json.dumps(meta)
+
+
+def _rewrite_column(path: Path, split: str, column: str, values: np.ndarray) -> None:
+    if path.suffix == ".zarr":
+        group = zarr.open_group(path, mode="r+")
+        dtype = str if values.dtype.kind == "U" else values.dtype
+        group.create_array(
+            f"{split}/index/{column}", shape=values.shape, dtype=dtype, overwrite=True
+        )[:] = values
+    else:
+        with h5py.File(path, "r+") as fh:
+            del fh[f"{split}/index/{column}"]
+            if values.dtype.kind == "U":
+                values = values.astype(object)
+            fh.create_dataset(f"{split}/index/{column}", data=values)
+
+
+@pytest.mark.parametrize("name", ["train", "LA-2019.dev_1", "a" * 128])
+def test_check_name_accepts_plain_names(name: str) -> None:
+    assert check_name(name, "split") == name
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x", "..", "a..b", "/abs", ".hidden", "a/b", "a\\b", "", "a" * 129, 3, None]
+)
+def test_check_name_refuses_path_tricks(name: object) -> None:
+    with pytest.raises(StoreError, match=r"invalid split name"):
+        check_name(name, "split", "s.zarr")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["splits"].update({"../../x": m["splits"].pop("dev")}), "split name '../../x'"),
+        (
+            lambda m: m["features"].update({"../evil": m["features"].pop("mgd")}),
+            "feature name '../evil'",
+        ),
+        (
+            lambda m: m["splits"]["train"]["columns"].append("../../../etc/passwd"),
+            "index column name '../../../etc/passwd'",
+        ),
+        (lambda m: m.update(splits=[]), "damaged store metadata: 'splits' is not an object"),
+        (lambda m: m["splits"]["dev"].pop("n_utterances"), "splits.dev.n_utterances"),
+    ],
+)
+def test_crafted_metadata_is_refused_on_open(store_path, tmp_path, edit, message) -> None:
+    copy = _copy(store_path, tmp_path)
+    _edit_metadata(copy, edit)
+    with pytest.raises(StoreError, match=re.escape(message)):
+        open_store(copy)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["info", str(copy)])
+    assert exit_info.value.code == 2
+
+
+def test_names_given_by_callers_are_checked(store_path: Path) -> None:
+    st = open_store(store_path)
+    with pytest.raises(StoreError, match=re.escape("invalid split name '../dev'")):
+        st.array("../dev", "mgd")
+    with pytest.raises(StoreError, match=re.escape("invalid feature name 'mgd/../x'")):
+        st.frames("train", "mgd/../x")
+
+
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("offset.mgd", lambda v: v.astype(np.float64), "'offset.mgd' has dtype float64"),
+        ("n_frames.mgd", lambda v: v[:-1], "'n_frames.mgd' has (5,) rows, expected 6"),
+        ("n_frames.mgd", lambda v: v + (np.arange(len(v)) == 2), "'offset.mgd' is not contiguous"),
+        ("n_frames.mgd", lambda v: v * (np.arange(len(v)) != 1), "'n_frames.mgd' is not positive"),
+        ("offset.mgd", lambda v: v[::-1].copy(), "'offset.mgd' is not contiguous from 0 at row 0"),
+        ("label", lambda v: np.zeros_like(v), "'label' disagrees with the key column"),
+        ("utt_id", lambda v: np.array([""] * len(v)), "'utt_id' is empty at row 0"),
+    ],
+)
+def test_damaged_index_columns_are_refused(store_path, tmp_path, column, values, message) -> None:
+    copy = _copy(store_path, tmp_path)
+    raw = open_store(copy).raw_index_columns("train")[column]
+    _rewrite_column(copy, "train", column, values(raw))
+    st = open_store(copy)
+    with pytest.raises(StoreError, match=re.escape(f"train: index column {message}")):
+        st.frames("train", "mgd")
+    with pytest.raises(StoreError, match=re.escape(message)):
+        st.index("train")
+    st.index("dev")  # the other split is fine
+    problems = verify_store(copy)  # verify lists the same finding
+    assert any(message in p or f"{column} has {len(raw) - 1} rows" in p for p in problems)
+
+
+def test_index_column_whose_chunk_is_missing_is_refused(store_path, tmp_path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    (copy / "train" / "index" / "n_frames.logmel" / "c" / "0").unlink()  # zarr reads zeros
+    with pytest.raises(StoreError, match=r"train: index column 'n_frames.logmel' is not positive"):
+        open_store(copy).frames("train", "mgd")
