@@ -409,6 +409,64 @@ def test_info(store_path: Path) -> None:
         assert word in text
 
 
+def test_info_counts_labels_and_attacks(store_path: Path) -> None:
+    info = store_info(store_path)
+    train = info.splits[1]
+    assert (train.bonafide, train.spoof, train.unlabelled) == (2, 4, 0)
+    assert train.attacks == {"A02": 1, "A03": 1, "A05": 1, "A06": 1} and train.notes == {}
+    assert "  train    bona fide 2, spoof 4; A02 1, A03 1, A05 1, A06 1" in info.lines()
+
+
+def test_info_json_all_quarantined_and_notes(tmp_path: Path) -> None:
+    """What happened to my data: quarantine with reasons, loading notes, as text and JSON."""
+    import json
+
+    root = make_corpus(tmp_path / "corpus", {"train": 3, "dev": 14}, seed=2)
+    for i in range(2, 14):  # 12 dev utterances lose their audio: quarantined
+        (root / "flac" / f"LA_D_{1000000 + i:07d}.flac").unlink()
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.3, 0.3, size=(44100, 2))
+    sf.write(root / "flac" / "LA_T_1000001.flac", stereo, 44100)  # resampled + downmixed
+    out = tmp_path / "s.zarr"
+    featstore.build(root / "protocols", root, out, jobs=1, quiet=True, features="logmel")
+
+    text = "\n".join(store_info(out).lines())
+    assert "quarantined: 12" in text and "... and 2 more (use --all)" in text
+    assert text.count("no audio file") == 10
+    assert "train    downmixed 1, resampled 1" in text
+    full = "\n".join(store_info(out).lines(all_quarantined=True))
+    assert full.count("no audio file") == 12 and "more (use --all)" not in full
+
+    doc = store_info(out).to_dict()
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types only
+    assert doc["splits"]["dev"]["utterances"] == 2 and doc["splits"]["dev"]["quarantined"] == 12
+    assert doc["splits"]["train"]["notes"] == {"downmixed": 1, "resampled": 1}
+    assert doc["splits"]["train"]["attacks"] == {"A02": 1, "A03": 1}
+    assert doc["splits"]["dev"]["bonafide"] + doc["splits"]["dev"]["spoof"] == 2
+    assert len(doc["quarantined"]) == 12
+    assert doc["quarantined"][0]["split"] == "dev" and "no audio" in doc["quarantined"][0]["reason"]
+    assert set(doc["splits"]["train"]["stats"]["logmel"]) == {
+        "mean_min",
+        "mean_max",
+        "std_min",
+        "std_max",
+    }
+
+
+def test_info_cli_json_and_all(store_path: Path, capsys) -> None:
+    import json
+
+    for args in (["--json"], ["--all"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            featstore_main(["info", str(store_path), *args])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        if args == ["--json"]:
+            assert json.loads(out)["splits"]["train"]["spoof"] == 4
+        else:
+            assert "quarantined: 0" in out and "bona fide 2, spoof 4" in out
+
+
 def test_verify_sound_store(store_path: Path) -> None:
     assert verify_store(store_path) == []
 

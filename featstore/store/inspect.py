@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,12 @@ _MAX_LISTED = 10  # problems of one kind listed before "... and N more"
 
 @dataclass
 class SplitInfo:
-    """Summary of one split."""
+    """Summary of one split.
+
+    ``bonafide``/``spoof``/``unlabelled`` count utterances by label, ``attacks`` the spoofed
+    ones by attack id (``system``), ``notes`` the utterances whose loading left a note of
+    each kind (``resampled``, ``downmixed``, ``clipped``: the note's first word).
+    """
 
     name: str
     utterances: int
@@ -34,6 +41,11 @@ class SplitInfo:
     hours: float
     frames: dict[str, int]
     disk_bytes: int | None
+    bonafide: int = 0
+    spoof: int = 0
+    unlabelled: int = 0
+    attacks: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,8 +65,53 @@ class StoreInfo:
     stats: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
-        """Human-readable report."""
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in :meth:`lines` as plain JSON types (``featstore info --json``).
+
+        Returns
+        -------
+        dict
+            ``path, format, format_version, fingerprint, created, completed, versions,
+            features, disk_bytes``; ``splits``: name -> ``utterances, quarantined, hours,
+            frames, disk_bytes, bonafide, spoof, unlabelled, attacks, notes, stats``
+            (stats: feature -> ``mean_min, mean_max, std_min, std_max``); ``quarantined``:
+            every left-out utterance as ``{split, utt_id, reason}``.
+        """
+        splits = {}
+        for s in self.splits:
+            record = asdict(s)
+            record.pop("name")
+            record["stats"] = {
+                f: dict(zip(("mean_min", "mean_max", "std_min", "std_max"), v, strict=True))
+                for (split, f), v in sorted(self.stats.items())
+                if split == s.name
+            }
+            splits[s.name] = record
+        return {
+            "path": self.path,
+            "format": self.format,
+            "format_version": self.format_version,
+            "fingerprint": self.fingerprint,
+            "created": self.created,
+            "completed": self.completed,
+            "versions": self.versions,
+            "features": self.features,
+            "disk_bytes": self.disk_bytes,
+            "splits": splits,
+            "quarantined": [
+                {"split": split, "utt_id": utt, "reason": reason}
+                for split, utt, reason in self.quarantine
+            ],
+        }
+
+    def lines(self, all_quarantined: bool = False) -> list[str]:
+        """Human-readable report.
+
+        Parameters
+        ----------
+        all_quarantined : bool, default False
+            List every quarantined utterance (default: the first 10, then a count).
+        """
         out = [
             f"{self.path}: {self.format} feature store, format v{self.format_version}, "
             f"fingerprint {self.fingerprint[:16]}",
@@ -79,6 +136,19 @@ class StoreInfo:
         for s in self.splits:
             shapes = ", ".join(f"{n} {s.frames[n]}x{self.features[n]['n_bins']}" for n in names)
             out.append(f"  {s.name}: arrays {shapes} float32")
+        out.append("labels:")
+        for s in self.splits:
+            row = f"  {s.name:8s} bona fide {s.bonafide}, spoof {s.spoof}"
+            row += f", unlabelled {s.unlabelled}" if s.unlabelled else ""
+            if s.attacks:
+                row += "; " + ", ".join(f"{a} {n}" for a, n in sorted(s.attacks.items()))
+            out.append(row)
+        if any(s.notes for s in self.splits):
+            out.append("loading notes (utterances):")
+            for s in self.splits:
+                if s.notes:
+                    kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.notes.items()))
+                    out.append(f"  {s.name:8s} {kinds}")
         if self.disk_bytes is not None:
             out.append(f"total on disk: {self.disk_bytes / 1e6:.1f} MB")
         out.append("stats (per-bin mean: min..max; per-bin std: min..max):")
@@ -87,10 +157,11 @@ class StoreInfo:
                 f"  {split:8s} {name:8s} mean {m0:9.3f} .. {m1:9.3f}  std {s0:8.3f} .. {s1:8.3f}"
             )
         out.append(f"quarantined: {len(self.quarantine)}")
-        for split, utt, reason in self.quarantine[:_MAX_LISTED]:
+        shown = self.quarantine if all_quarantined else self.quarantine[:_MAX_LISTED]
+        for split, utt, reason in shown:
             out.append(f"  {split}/{utt}: {reason}")
-        if len(self.quarantine) > _MAX_LISTED:
-            out.append(f"  ... and {len(self.quarantine) - _MAX_LISTED} more")
+        if len(self.quarantine) > len(shown):
+            out.append(f"  ... and {len(self.quarantine) - len(shown)} more (use --all)")
         return out
 
 
@@ -103,6 +174,21 @@ def _tree_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def note_kinds(notes: Iterable[str]) -> dict[str, int]:
+    """Utterances per kind of loading note (the first word of each ``; ``-separated note).
+
+    Examples
+    --------
+    >>> note_kinds(["", "resampled 44100->16000; clipped 3 samples into [-1, 1)", "clipped 1"])
+    {'clipped': 2, 'resampled': 1}
+    """
+    counts: Counter[str] = Counter()
+    for text in notes:
+        kinds = {note.split()[0] for note in str(text).split(";") if note.strip()}
+        counts.update(kinds)
+    return dict(sorted(counts.items()))
 
 
 def store_info(location: str | os.PathLike | Store) -> StoreInfo:
@@ -132,14 +218,20 @@ def store_info(location: str | os.PathLike | Store) -> StoreInfo:
                 int(rec["features"][f]["n_frames"]) * int(rec["features"][f]["n_bins"]) * 4
                 for f in rec["features"]
             )
+        index = st.index(name)
         splits.append(
             SplitInfo(
                 name=name,
                 utterances=int(rec["n_utterances"]),
-                quarantined=int(rec["n_quarantined"]),
-                hours=float(rec["audio_seconds"]) / 3600,
+                quarantined=int(rec.get("n_quarantined", 0)),
+                hours=float(rec.get("audio_seconds", 0.0)) / 3600,
                 frames={f: int(r["n_frames"]) for f, r in rec["features"].items()},
                 disk_bytes=disk,
+                bonafide=int((index["label"] == 1).sum()),
+                spoof=int((index["label"] == 0).sum()),
+                unlabelled=int((index["label"] == -1).sum()),
+                attacks=dict(Counter(index["system"][index["label"] == 0].tolist())),
+                notes=note_kinds(index["notes"]),
             )
         )
     stats = {}
