@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 import featstore
 from featstore.cli import main as featstore_main
-from featstore.errors import StoreError
+from featstore.errors import ResourceError, StoreError
 from featstore.features.registry import compute_feature
 from featstore.store import FrameArray, check_name, open_store
 from featstore.store.frame_array import Hole, Segment, merge_runs
@@ -656,3 +656,39 @@ def test_index_column_whose_chunk_is_missing_is_refused(store_path, tmp_path) ->
     (copy / "train" / "index" / "n_frames.logmel" / "c" / "0").unlink()  # zarr reads zeros
     with pytest.raises(StoreError, match=r"train: index column 'n_frames.logmel' is not positive"):
         open_store(copy).frames("train", "mgd")
+
+
+def test_verify_lists_every_missing_file_and_the_utterances_in_them(store_path, tmp_path, capsys):
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    (copy / "train" / "mgd" / "c" / "1" / "0").unlink()
+    (copy / "dev" / "logmel" / "c" / "0" / "0").unlink()
+    problems = verify_store(copy)
+    assert "train/mgd/c/1/0 is missing" in problems and "dev/logmel/c/0/0 is missing" in problems
+    assert any(p.startswith("train/mgd: rows not stored: LA_T_") for p in problems)
+    with pytest.raises(StoreError, match=r"verify found \d+ problem\(s\), the first: dev/logmel"):
+        verify_store(copy, strict=True)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["verify", str(copy)])
+    assert exit_info.value.code == 1 and "train/mgd/c/1/0 is missing" in capsys.readouterr().err
+
+
+def test_unreadable_store_files_are_an_environment_fault(store_path, monkeypatch, capsys):
+    """Permission denied is not bad input: one error line and exit code 1, not 2."""
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if "mgd/c/" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(ResourceError, match="cannot read the store: Permission denied"):
+        open_store(store_path)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["info", str(store_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.errors import StoreError
+from featstore.errors import ResourceError, StoreError
 from featstore.store.layout import DTYPE
 
 
@@ -53,8 +53,18 @@ class Hole:
 
 
 def map_file(path: str | os.PathLike) -> mmap.mmap | None:
-    """A read-only memory map of a whole file (``None`` for an empty file)."""
-    with open(path, "rb") as fh:
+    """A read-only memory map of a whole file (``None`` for an empty file).
+
+    Raises
+    ------
+    ResourceError
+        The file may not be read (permission denied).
+    """
+    try:
+        fh = open(path, "rb")
+    except PermissionError as exc:
+        raise ResourceError(f"{os.fspath(path)}: cannot read the store: {exc.strerror}") from None
+    with fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from featstore.atomic_files import atomic_path
-from featstore.errors import StoreError
+from featstore.errors import ResourceError, StoreError
 from featstore.store.direct_io import write_new_file
 from featstore.store.frame_array import (
     FrameArray,
@@ -54,6 +54,10 @@ def read_root_metadata(path: Path) -> dict[str, Any] | None:
             doc = json.load(fh)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except PermissionError as exc:
+        raise ResourceError(
+            f"{path / 'zarr.json'}: cannot read the store: {exc.strerror}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise StoreError(path / "zarr.json", f"unreadable: {exc}") from None
     meta = doc.get("attributes", {}).get(METADATA_ATTR)
@@ -336,6 +340,10 @@ class ZarrSource:
                 out[rel] = os.stat(self.path / rel).st_size
             except (FileNotFoundError, NotADirectoryError):
                 out[rel] = None
+            except PermissionError as exc:
+                raise ResourceError(
+                    f"{self.path / rel}: cannot read the store: {exc.strerror}"
+                ) from None
         return out
 
     def data_problems(self, metadata: dict[str, Any]) -> list[str]:
