@@ -2,7 +2,7 @@
 
 Public API::
 
-    from featstore import compute_feature, FEATURES, build, open_store
+    from featstore import compute_feature, FEATURES, build, open_store, verify_store
 
 ``import featstore`` is fast: heavy and optional dependencies (zarr, h5py, fsspec/s3fs,
 dask/distributed, the Numba kernels) load inside the functions that need them; the full list
@@ -25,7 +25,7 @@ from featstore.errors import (
     StoreError,
 )
 from featstore.features.registry import FEATURES, FeatureSpec, compute_feature, register_feature
-from featstore.store import open_store
+from featstore.store import open_store, verify_store
 
 __all__ = [
     "FEATURES",
@@ -41,4 +41,5 @@ __all__ = [
     "compute_feature",
     "open_store",
     "register_feature",
+    "verify_store",
 ]

@@ -6,6 +6,8 @@ Only parses arguments, calls the API and prints. Errors from bad input
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from featstore._version import __version__
@@ -151,9 +153,15 @@ def build_cmd(
 
 @cli.command("info")
 @click.argument("store", type=click.Path())
-def info_cmd(store: str) -> None:
-    """Splits, utterances, hours, features, shapes, bytes on disk, statistics."""
-    click.echo("\n".join(store_info(store).lines()))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.option("--all", "all_quarantined", is_flag=True, help="List every quarantined utterance.")
+def info_cmd(store: str, as_json: bool, all_quarantined: bool) -> None:
+    """Splits, utterances, labels, attacks, loading notes, shapes, bytes, stats, quarantine."""
+    info = store_info(store)
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(info.lines(all_quarantined=all_quarantined)))
 
 
 @cli.command("verify")

@@ -1,7 +1,8 @@
 """Typed errors users can act on.
 
 Every error that bad *input* can cause derives from :class:`SpoofstoreError`. The command-line
-tools print ``error: <message>`` on one line and exit with code 2 for these; anything else is
+tools print ``error: <message>`` on one line and exit with code 2 for these, and with code 1
+for a :class:`ResourceError` (the environment is at fault, not the input); anything else is
 a bug and keeps its traceback.
 """
 

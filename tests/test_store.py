@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import featstore
-from featstore.errors import StoreError
+from featstore.cli import main as featstore_main
+from featstore.errors import ResourceError, StoreError
 from featstore.features.registry import compute_feature
-from featstore.store import FrameArray, open_store
-from featstore.store.frame_array import Segment, merge_runs
+from featstore.store import FrameArray, check_name, open_store
+from featstore.store.frame_array import Hole, Segment, merge_runs
 from featstore.store.hdf5_backend import Hdf5Source
 from featstore.store.inspect import store_info, verify_store
 from featstore.store.statistics import column_moments
@@ -202,14 +204,20 @@ def test_read_into_and_indexing_errors() -> None:
     data = np.arange(40, dtype=np.float32).reshape(10, 4)
     fa = FrameArray(
         (12, 4),
-        segments=[Segment(0, 4, data[:4]), Segment(4, 6, None), Segment(8, 10, data[8:])],
+        segments=[Segment(0, 4, data[:4]), Segment(8, 10, data[8:])],
+        holes=[Hole(4, 6, "s/f/c/1/0 is missing")],
+        store="s.zarr",
+        name="s/f",
     )
     out = np.full((12, 4), -1, dtype=np.float32)
-    fa.read_into(2, 12, out)
-    np.testing.assert_array_equal(out[:2], data[2:4])
-    np.testing.assert_array_equal(out[2:6], 0)  # None segment and gap read as fill value
-    np.testing.assert_array_equal(out[6:8], data[8:10])
-    np.testing.assert_array_equal(out[8:10], 0)  # past the last segment
+    np.testing.assert_array_equal(fa.read_into(1, 4, out)[:3], data[1:4])
+    np.testing.assert_array_equal(fa[8:10], data[8:10])
+    with pytest.raises(StoreError, match=r"s.zarr: s/f: rows 4..8 .*s/f/c/1/0 is missing"):
+        fa.read_into(2, 12, out)  # a hole is refused, never read as the fill value
+    with pytest.raises(StoreError, match=r"rows 6..8 .*no stored bytes"):
+        fa[6:9]  # a gap no hole explains
+    with pytest.raises(StoreError, match=r"rows 10..12"):
+        fa[9:12]  # past the last segment
     assert fa[3:3].shape == (0, 4) and fa[5:2].shape == (0, 4)
     with pytest.raises(IndexError):
         fa.read_into(0, 13, out)
@@ -217,9 +225,11 @@ def test_read_into_and_indexing_errors() -> None:
         fa[12]
     with pytest.raises(TypeError, match="step"):
         fa[::2]
-    fallback = FrameArray((10, 4), reader=lambda a, b: data[a:b])
+    fallback = FrameArray((10, 4), reader=lambda a, b: data[a:b], holes=[Hole(6, 8, "gone")])
     assert not fallback.memmapped
-    np.testing.assert_array_equal(fallback[3:7], data[3:7])
+    np.testing.assert_array_equal(fallback[3:6], data[3:6])
+    with pytest.raises(StoreError, match=r"rows 6..7 .*gone"):
+        fallback[5:7]
 
 
 def test_merge_runs() -> None:
@@ -230,16 +240,91 @@ def test_merge_runs() -> None:
     assert merge_runs([(0, 2, 0), (3, 4, 12)], 4) == [(0, 2, 0), (3, 4, 12)]
 
 
-def test_missing_shard_reads_as_zeros_like_zarr(store_path: Path, tmp_path: Path) -> None:
+def test_zarr_reads_missing_shards_and_chunks_as_the_fill_value(tmp_path: Path) -> None:
+    """Why the reader refuses absent rows itself: zarr returns 0.0 for them, silently."""
+    data = np.arange(1, 1 + 300 * 3, dtype=np.float32).reshape(300, 3)
+    arr = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=data.shape,
+        chunks=(32, 3),
+        shards=(128, 3),
+        dtype="float32",
+        fill_value=0.0,
+        compressors=None,
+        config={"write_empty_chunks": True},
+    )
+    arr[:] = data
+    (tmp_path / "a.zarr" / "c" / "1" / "0").unlink()
+    assert not arr[128:256].any()  # a missing shard reads as zeros
+    _drop_chunk(tmp_path / "a.zarr" / "c" / "0" / "0", chunk=1, n_chunks=4)
+    assert not arr[32:64].any() and arr[0:32].all()  # so does a chunk absent from a shard
+
+
+def _drop_chunk(shard: Path, chunk: int, n_chunks: int) -> None:
+    """Mark ``chunk`` absent in a shard's index (valid crc32c; the file keeps its size)."""
+    from featstore.store.zarr_shards import EMPTY_CHUNK, crc32c
+
+    raw = bytearray(shard.read_bytes())
+    at = len(raw) - n_chunks * 16 - 4
+    index = np.frombuffer(bytes(raw[at : at + n_chunks * 16]), dtype="<u8").reshape(-1, 2).copy()
+    index[chunk] = EMPTY_CHUNK
+    raw[at:] = index.tobytes() + crc32c(index.tobytes())
+    shard.write_bytes(bytes(raw))
+
+
+def test_missing_shard_is_refused_on_open_and_on_read(store_path: Path, tmp_path: Path) -> None:
     if store_path.suffix != ".zarr":
         pytest.skip("zarr only")
-    copy = tmp_path / "copy.zarr"
-    shutil.copytree(store_path, copy)
+    copy = _copy(store_path, tmp_path)
     (copy / "train" / "mgd" / "c" / "1" / "0").unlink()
-    fa = open_store(copy).array("train", "mgd")
-    arr = zarr.open_array(copy / "train" / "mgd", mode="r")
-    np.testing.assert_array_equal(fa[100:300], arr[100:300])
-    assert not fa[128:256].any()
+    with pytest.raises(StoreError, match=r"damaged store: train/mgd/c/1/0 is missing;") as info:
+        open_store(copy)
+    assert str(info.value).startswith(str(copy)) and "\n" not in str(info.value)
+    shard = copy / "dev" / "logmel" / "c" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(StoreError, match=r"dev/logmel/c/0/0 has \d+ bytes, expected \d+ .*1 more"):
+        open_store(copy)
+
+    st = open_store(copy, check_files=False)  # files gone after the store was opened
+    fa = st.array("train", "mgd")
+    np.testing.assert_array_equal(fa[0:128], open_store(store_path).array("train", "mgd")[:128])
+    with pytest.raises(StoreError, match=r"train/mgd: rows 128..130 .*c/1/0 is missing"):
+        fa[100:130]
+    offsets, n_frames = st.frames("train", "mgd")
+    utt = next(i for i in range(len(offsets)) if offsets[i] + n_frames[i] > 128)
+    with pytest.raises(StoreError, match=r"train/mgd: rows .*train/mgd/c/1/0 is missing"):
+        st.read("train", "mgd", str(st.index("train")["utt_id"][utt]))
+
+
+def test_absent_chunk_in_a_present_shard_is_refused(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    _drop_chunk(copy / "train" / "mgd" / "c" / "0" / "0", chunk=2, n_chunks=4)
+    fa = open_store(copy).array("train", "mgd")  # same file size: open passes, reads refuse
+    assert fa[0:64].shape == (64, 257)
+    with pytest.raises(StoreError, match=r"rows 64..96 .*train/mgd/c/0/0: chunk 2 is not stored"):
+        fa[60:100]
+
+
+def test_hdf5_missing_dataset_and_truncated_file(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".h5":
+        pytest.skip("hdf5 only")
+    copy = _copy(store_path, tmp_path)
+    with h5py.File(copy, "r+") as fh:
+        del fh["train/logmel"]
+        del fh["dev/index/label"]
+    with pytest.raises(StoreError, match=r"dataset dev/index/label is missing \(and 1 more\)"):
+        open_store(copy)
+    st = open_store(copy, check_files=False)
+    with pytest.raises(StoreError, match=r"train/logmel: no such frame array"):
+        st.array("train", "logmel")
+    with pytest.raises(StoreError, match=r"dev: index column 'label' is missing"):
+        st.index("dev")
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(store_path.read_bytes()[:-5000])
+    with pytest.raises(StoreError, match="truncated file"):
+        open_store(cut)
 
 
 def test_remote_url_falls_back_to_zarr_reads(store_path: Path) -> None:
@@ -258,6 +343,29 @@ def test_remote_url_falls_back_to_zarr_reads(store_path: Path) -> None:
         assert not fa.memmapped
         np.testing.assert_array_equal(fa[10:300], local.array("train", "mgd")[10:300])
         np.testing.assert_array_equal(st.index("dev"), local.index("dev"))
+    finally:
+        fs.rm(remote.rsplit("/", 1)[0], recursive=True)
+
+
+def test_remote_store_with_a_missing_shard_is_refused(store_path: Path, tmp_path: Path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    remote = f"/remote-missing-{os.getpid()}/s.zarr"
+    fs.put(str(store_path), remote, recursive=True)
+    fs.rm(f"{remote}/train/mgd/c/1/0")
+    url = f"memory://{remote}"
+    try:
+        for cache_dir in (None, tmp_path / "cache"):
+            with pytest.raises(StoreError, match=r"damaged store: train/mgd/c/1/0 is missing"):
+                open_store(url, cache_dir=cache_dir)
+            fa = open_store(url, cache_dir=cache_dir, check_files=False).array("train", "mgd")
+            assert fa.memmapped == (cache_dir is not None)
+            assert fa[0:128].any()
+            with pytest.raises(StoreError, match=r"train/mgd: rows 128\.\..*c/1/0 is missing"):
+                fa[120:130]  # zarr itself would return zeros here
     finally:
         fs.rm(remote.rsplit("/", 1)[0], recursive=True)
 
@@ -299,6 +407,64 @@ def test_info(store_path: Path) -> None:
     assert info.splits[1].frames["mgd"] == open_store(store_path).array("train", "mgd").shape[0]
     for word in ("mgd", "logmel", "257 bins", "hours", "MB on disk", "stats", "quarantined: 0"):
         assert word in text
+
+
+def test_info_counts_labels_and_attacks(store_path: Path) -> None:
+    info = store_info(store_path)
+    train = info.splits[1]
+    assert (train.bonafide, train.spoof, train.unlabelled) == (2, 4, 0)
+    assert train.attacks == {"A02": 1, "A03": 1, "A05": 1, "A06": 1} and train.notes == {}
+    assert "  train    bona fide 2, spoof 4; A02 1, A03 1, A05 1, A06 1" in info.lines()
+
+
+def test_info_json_all_quarantined_and_notes(tmp_path: Path) -> None:
+    """What happened to my data: quarantine with reasons, loading notes, as text and JSON."""
+    import json
+
+    root = make_corpus(tmp_path / "corpus", {"train": 3, "dev": 14}, seed=2)
+    for i in range(2, 14):  # 12 dev utterances lose their audio: quarantined
+        (root / "flac" / f"LA_D_{1000000 + i:07d}.flac").unlink()
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.3, 0.3, size=(44100, 2))
+    sf.write(root / "flac" / "LA_T_1000001.flac", stereo, 44100)  # resampled + downmixed
+    out = tmp_path / "s.zarr"
+    featstore.build(root / "protocols", root, out, jobs=1, quiet=True, features="logmel")
+
+    text = "\n".join(store_info(out).lines())
+    assert "quarantined: 12" in text and "... and 2 more (use --all)" in text
+    assert text.count("no audio file") == 10
+    assert "train    downmixed 1, resampled 1" in text
+    full = "\n".join(store_info(out).lines(all_quarantined=True))
+    assert full.count("no audio file") == 12 and "more (use --all)" not in full
+
+    doc = store_info(out).to_dict()
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types only
+    assert doc["splits"]["dev"]["utterances"] == 2 and doc["splits"]["dev"]["quarantined"] == 12
+    assert doc["splits"]["train"]["notes"] == {"downmixed": 1, "resampled": 1}
+    assert doc["splits"]["train"]["attacks"] == {"A02": 1, "A03": 1}
+    assert doc["splits"]["dev"]["bonafide"] + doc["splits"]["dev"]["spoof"] == 2
+    assert len(doc["quarantined"]) == 12
+    assert doc["quarantined"][0]["split"] == "dev" and "no audio" in doc["quarantined"][0]["reason"]
+    assert set(doc["splits"]["train"]["stats"]["logmel"]) == {
+        "mean_min",
+        "mean_max",
+        "std_min",
+        "std_max",
+    }
+
+
+def test_info_cli_json_and_all(store_path: Path, capsys) -> None:
+    import json
+
+    for args in (["--json"], ["--all"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            featstore_main(["info", str(store_path), *args])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        if args == ["--json"]:
+            assert json.loads(out)["splits"]["train"]["spoof"] == 4
+        else:
+            assert "quarantined: 0" in out and "bona fide 2, spoof 4" in out
 
 
 def test_verify_sound_store(store_path: Path) -> None:
@@ -375,3 +541,154 @@ def test_column_moments_flag_non_finite_values(bad: float) -> None:
     rows[2, 1] = bad
     _, squares = column_moments(rows)
     assert np.isfinite(squares).tolist() == [True, False, True]
+
+
+# --- names and index columns read from the store ----------------------------------------------
+
+
+def _edit_metadata(path: Path, edit) -> None:
+    """Apply ``edit(meta)`` to the store metadata of a Zarr or HDF5 store, in place."""
+    import json
+
+    if path.suffix == ".zarr":
+        doc = json.loads((path / "zarr.json").read_text())
+        edit(doc["attributes"]["spoofstore"])
+        (path / "zarr.json").write_text(json.dumps(doc))
+    else:
+        with h5py.File(path, "r+") as fh:
+            meta = json.loads(fh.attrs["spoofstore"])
+            edit(meta)
+            fh.attrs["spoofstore"] = json.dumps(meta)
+
+
+def _rewrite_column(path: Path, split: str, column: str, values: np.ndarray) -> None:
+    if path.suffix == ".zarr":
+        group = zarr.open_group(path, mode="r+")
+        dtype = str if values.dtype.kind == "U" else values.dtype
+        group.create_array(
+            f"{split}/index/{column}", shape=values.shape, dtype=dtype, overwrite=True
+        )[:] = values
+    else:
+        with h5py.File(path, "r+") as fh:
+            del fh[f"{split}/index/{column}"]
+            if values.dtype.kind == "U":
+                values = values.astype(object)
+            fh.create_dataset(f"{split}/index/{column}", data=values)
+
+
+@pytest.mark.parametrize("name", ["train", "LA-2019.dev_1", "a" * 128])
+def test_check_name_accepts_plain_names(name: str) -> None:
+    assert check_name(name, "split") == name
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x", "..", "a..b", "/abs", ".hidden", "a/b", "a\\b", "", "a" * 129, 3, None]
+)
+def test_check_name_refuses_path_tricks(name: object) -> None:
+    with pytest.raises(StoreError, match=r"invalid split name"):
+        check_name(name, "split", "s.zarr")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["splits"].update({"../../x": m["splits"].pop("dev")}), "split name '../../x'"),
+        (
+            lambda m: m["features"].update({"../evil": m["features"].pop("mgd")}),
+            "feature name '../evil'",
+        ),
+        (
+            lambda m: m["splits"]["train"]["columns"].append("../../../etc/passwd"),
+            "index column name '../../../etc/passwd'",
+        ),
+        (lambda m: m.update(splits=[]), "damaged store metadata: 'splits' is not an object"),
+        (lambda m: m["splits"]["dev"].pop("n_utterances"), "splits.dev.n_utterances"),
+    ],
+)
+def test_crafted_metadata_is_refused_on_open(store_path, tmp_path, edit, message) -> None:
+    copy = _copy(store_path, tmp_path)
+    _edit_metadata(copy, edit)
+    with pytest.raises(StoreError, match=re.escape(message)):
+        open_store(copy)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["info", str(copy)])
+    assert exit_info.value.code == 2
+
+
+def test_names_given_by_callers_are_checked(store_path: Path) -> None:
+    st = open_store(store_path)
+    with pytest.raises(StoreError, match=re.escape("invalid split name '../dev'")):
+        st.array("../dev", "mgd")
+    with pytest.raises(StoreError, match=re.escape("invalid feature name 'mgd/../x'")):
+        st.frames("train", "mgd/../x")
+
+
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("offset.mgd", lambda v: v.astype(np.float64), "'offset.mgd' has dtype float64"),
+        ("n_frames.mgd", lambda v: v[:-1], "'n_frames.mgd' has (5,) rows, expected 6"),
+        ("n_frames.mgd", lambda v: v + (np.arange(len(v)) == 2), "'offset.mgd' is not contiguous"),
+        ("n_frames.mgd", lambda v: v * (np.arange(len(v)) != 1), "'n_frames.mgd' is not positive"),
+        ("offset.mgd", lambda v: v[::-1].copy(), "'offset.mgd' is not contiguous from 0 at row 0"),
+        ("label", lambda v: np.zeros_like(v), "'label' disagrees with the key column"),
+        ("utt_id", lambda v: np.array([""] * len(v)), "'utt_id' is empty at row 0"),
+    ],
+)
+def test_damaged_index_columns_are_refused(store_path, tmp_path, column, values, message) -> None:
+    copy = _copy(store_path, tmp_path)
+    raw = open_store(copy).raw_index_columns("train")[column]
+    _rewrite_column(copy, "train", column, values(raw))
+    st = open_store(copy)
+    with pytest.raises(StoreError, match=re.escape(f"train: index column {message}")):
+        st.frames("train", "mgd")
+    with pytest.raises(StoreError, match=re.escape(message)):
+        st.index("train")
+    st.index("dev")  # the other split is fine
+    problems = verify_store(copy)  # verify lists the same finding
+    assert any(message in p or f"{column} has {len(raw) - 1} rows" in p for p in problems)
+
+
+def test_index_column_whose_chunk_is_missing_is_refused(store_path, tmp_path) -> None:
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    (copy / "train" / "index" / "n_frames.logmel" / "c" / "0").unlink()  # zarr reads zeros
+    with pytest.raises(StoreError, match=r"train: index column 'n_frames.logmel' is not positive"):
+        open_store(copy).frames("train", "mgd")
+
+
+def test_verify_lists_every_missing_file_and_the_utterances_in_them(store_path, tmp_path, capsys):
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    copy = _copy(store_path, tmp_path)
+    (copy / "train" / "mgd" / "c" / "1" / "0").unlink()
+    (copy / "dev" / "logmel" / "c" / "0" / "0").unlink()
+    problems = verify_store(copy)
+    assert "train/mgd/c/1/0 is missing" in problems and "dev/logmel/c/0/0 is missing" in problems
+    assert any(p.startswith("train/mgd: rows not stored: LA_T_") for p in problems)
+    with pytest.raises(StoreError, match=r"verify found \d+ problem\(s\), the first: dev/logmel"):
+        verify_store(copy, strict=True)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["verify", str(copy)])
+    assert exit_info.value.code == 1 and "train/mgd/c/1/0 is missing" in capsys.readouterr().err
+
+
+def test_unreadable_store_files_are_an_environment_fault(store_path, monkeypatch, capsys):
+    """Permission denied is not bad input: one error line and exit code 1, not 2."""
+    if store_path.suffix != ".zarr":
+        pytest.skip("zarr only")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if "mgd/c/" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(ResourceError, match="cannot read the store: Permission denied"):
+        open_store(store_path)
+    with pytest.raises(SystemExit) as exit_info:
+        featstore_main(["info", str(store_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1

@@ -2,12 +2,14 @@
 
 Public API::
 
-    from featstore.store import open_store, Store, FrameArray
+    from featstore.store import open_store, verify_store, check_name, Store, FrameArray
 """
 
 from __future__ import annotations
 
 from featstore.store.frame_array import FrameArray
+from featstore.store.inspect import verify_store
+from featstore.store.layout import check_name
 from featstore.store.reader import Store, open_store
 
-__all__ = ["FrameArray", "Store", "open_store"]
+__all__ = ["FrameArray", "Store", "check_name", "open_store", "verify_store"]

@@ -100,8 +100,12 @@ class StoreSource(Protocol):
         """The raw ``spoofstore`` metadata object (None when absent)."""
         ...
 
+    def data_problems(self, metadata: dict[str, Any]) -> list[str]:
+        """Missing or wrongly sized data files/datasets, one line each (stat only, cheap)."""
+        ...
+
     def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``)."""
+        """The named index columns of ``split`` (strings as ``<U``); StoreError if missing."""
         ...
 
     def frame_array(self, split: str, feature: str) -> FrameArray:

@@ -4,9 +4,14 @@ For local stores the array is a list of *segments*, each a run of rows whose raw
 little-endian float32 bytes are contiguous in one file (a Zarr shard's chunks, an HDF5
 dataset). Each segment is a NumPy view of a read-only memory map, so ``fa[a:b]`` is a
 bisect and a ``memcpy``: no codec pipeline, no per-slice Python machinery of zarr/h5py.
-Rows in no segment (chunks never written) read as the fill value (0.0).
 
-Remote stores fall back to a reader function (zarr's own slicing).
+Rows in no segment have no stored bytes (a shard file or chunk is missing): reading them
+raises :class:`~featstore.errors.StoreError` naming the store, the array and, from the
+array's :class:`Hole` s, the missing file -- never the fill value, which would be silently
+wrong data.
+
+Remote stores fall back to a reader function (zarr's own slicing, which *does* return the
+fill value for missing chunks); their holes are refused before the reader is called.
 """
 
 from __future__ import annotations
@@ -19,21 +24,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featstore.errors import ResourceError, StoreError
 from featstore.store.layout import DTYPE
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Rows ``[start, stop)`` of the array live in ``view`` (``None``: fill value)."""
+    """Rows ``[start, stop)`` of the array live in ``view``."""
 
     start: int
     stop: int
-    view: np.ndarray | None
+    view: np.ndarray
+
+
+@dataclass(frozen=True)
+class Hole:
+    """Rows ``[start, stop)`` of the array are not stored; ``reason`` says which file is gone.
+
+    Examples
+    --------
+    >>> Hole(128, 256, "train/mgd/c/1/0 is missing")
+    Hole(start=128, stop=256, reason='train/mgd/c/1/0 is missing')
+    """
+
+    start: int
+    stop: int
+    reason: str
 
 
 def map_file(path: str | os.PathLike) -> mmap.mmap | None:
-    """A read-only memory map of a whole file (``None`` for an empty file)."""
-    with open(path, "rb") as fh:
+    """A read-only memory map of a whole file (``None`` for an empty file).
+
+    Raises
+    ------
+    ResourceError
+        The file may not be read (permission denied).
+    """
+    try:
+        fh = open(path, "rb")
+    except PermissionError as exc:
+        raise ResourceError(f"{os.fspath(path)}: cannot read the store: {exc.strerror}") from None
+    with fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return None
@@ -92,11 +123,19 @@ class FrameArray:
     shape : tuple of int
         ``(total_frames, n_bins)``.
     segments : list of Segment, optional
-        Memory-mapped runs covering (part of) the rows, sorted, non-overlapping.
+        Memory-mapped runs covering the rows, sorted, non-overlapping. Rows outside them
+        are refused.
     reader : callable, optional
         ``reader(a, b) -> ndarray`` used instead of segments (remote stores).
     keepalive : list, optional
         Objects (memory maps) that must live as long as the views.
+    holes : list of Hole, optional
+        Rows known to be missing, with the reason (the missing file); refused on read.
+        With ``reader``, the only rows refused.
+    store : str, optional
+        The store, for error messages.
+    name : str, default "frames"
+        The array (``"train/mgd"``), for error messages.
 
     Examples
     --------
@@ -112,6 +151,10 @@ class FrameArray:
         segments: list[Segment] | None = None,
         reader: Callable[[int, int], np.ndarray] | None = None,
         keepalive: list | None = None,
+        *,
+        holes: list[Hole] | None = None,
+        store: str | None = None,
+        name: str = "frames",
     ):
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = DTYPE
@@ -119,6 +162,9 @@ class FrameArray:
         self._starts = [s.start for s in self._segments]
         self._reader = reader
         self._keepalive = keepalive or []
+        self.holes = sorted(holes or [], key=lambda h: h.start)
+        self.store = store
+        self.name = name
 
     @property
     def memmapped(self) -> bool:
@@ -173,6 +219,9 @@ class FrameArray:
         if not 0 <= a <= b <= self.shape[0]:
             raise IndexError(f"rows [{a}, {b}) out of range for {self.shape[0]} rows")
         if self._reader is not None:
+            for hole in self.holes:
+                if hole.start < b and a < hole.stop:
+                    self._refuse(max(a, hole.start), min(b, hole.stop))
             out[: b - a] = self._reader(a, b)
             return out
         segments = self._segments
@@ -185,13 +234,19 @@ class FrameArray:
             if k < n_seg and segments[k].start <= pos:
                 seg = segments[k]
                 stop = min(b, seg.stop)
-                if seg.view is None:
-                    out[pos - a : stop - a] = 0.0
-                else:
-                    out[pos - a : stop - a] = seg.view[pos - seg.start : stop - seg.start]
+                out[pos - a : stop - a] = seg.view[pos - seg.start : stop - seg.start]
                 k += 1
-            else:  # a gap (chunks never written): fill value
-                stop = min(b, segments[k].start if k < n_seg else self.shape[0])
-                out[pos - a : stop - a] = 0.0
+            else:  # a gap: no stored bytes
+                self._refuse(pos, min(b, segments[k].start if k < n_seg else self.shape[0]))
             pos = stop
         return out
+
+    def _refuse(self, a: int, b: int) -> None:
+        """Raise the StoreError of reading rows ``[a, b)``, which are not stored."""
+        reasons = [h.reason for h in self.holes if h.start < b and a < h.stop]
+        why = reasons[0] if reasons else "no stored bytes hold them"
+        raise StoreError(
+            self.store,
+            f"{self.name}: rows {a}..{b} are not in the store ({why}); the store is damaged: "
+            "restore the file or rebuild the store (`featstore verify` lists every damaged file)",
+        )

@@ -43,6 +43,7 @@ __all__ = [
     "StoreMirror",
     "cache_dir_from_env",
     "filesystem",
+    "list_files",
     "read_remote_metadata",
     "storage_options",
     "url_key",
@@ -225,6 +226,24 @@ def url_key(url: str) -> str:
     return f"{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:16]}-{safe}"
 
 
+def list_files(fs: Any, root: str) -> dict[str, int]:
+    """Every file of the store at ``root`` (one listing): relative path -> size in bytes.
+
+    The build state and the upload marker are left out.
+    """
+    found = fs.find(root, detail=True)
+    out = {}
+    prefix = root + "/"
+    for path, info in found.items():
+        path = path.rstrip("/")
+        rel = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+        build_state = rel.startswith((BUILD_STATE_DIR, UPLOAD_MARKER))
+        if info.get("type", "file") != "file" or build_state:
+            continue
+        out[rel] = int(info.get("size") or 0)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # reading through a local cache
 
@@ -321,17 +340,14 @@ class StoreMirror:
         return local
 
     def _list(self) -> dict[str, int]:
-        found = self.fs.find(self.root, detail=True)
-        out = {}
-        prefix = self.root + "/"
-        for path, info in found.items():
-            path = path.rstrip("/")
-            rel = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
-            build_state = rel.startswith((BUILD_STATE_DIR, UPLOAD_MARKER))
-            if info.get("type", "file") != "file" or build_state:
-                continue
-            out[rel] = int(info.get("size") or 0)
-        return out
+        return list_files(self.fs, self.root)
+
+    @property
+    def listing(self) -> dict[str, int]:
+        """Every file of the remote store (relative path -> bytes), as listed once on open."""
+        if self.local is None:
+            self.open()
+        return dict(self._listing)
 
     def _is_chunk(self, rel: str) -> bool:
         head, sep, _ = rel.partition("/c/")

@@ -21,13 +21,21 @@ import numpy as np
 
 from featstore.atomic_files import atomic_path, open_atomic
 from featstore.errors import StoreError
-from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
+from featstore.store.frame_array import (
+    FrameArray,
+    Hole,
+    Segment,
+    map_file,
+    merge_runs,
+    rows_view,
+)
 from featstore.store.layout import (
     DTYPE,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_GROUP,
     METADATA_ATTR,
+    check_name,
     feature_path,
     index_path,
     local_path,
@@ -159,7 +167,8 @@ class Hdf5Writer:
         return RawSink(self._staged(split, feature), n_bins, self.fsync)
 
     def _staged(self, split: str, feature: str) -> Path:
-        return self.state_dir / "data" / split / f"{feature}.f32"
+        name = f"{check_name(feature, 'feature')}.f32"
+        return self.state_dir / "data" / check_name(split, "split") / name
 
     def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
         """Stage the index columns of ``split`` (``.npz``, atomically)."""
@@ -236,60 +245,118 @@ class Hdf5Source:
             raise StoreError(self.location, "no such feature store")
         return read_file_metadata(self.path)
 
+    def data_problems(self, metadata: dict[str, Any]) -> list[str]:
+        """Missing, misshapen or truncated datasets (HDF5 metadata and the file size only).
+
+        Parameters
+        ----------
+        metadata : dict
+            The checked store metadata.
+
+        Returns
+        -------
+        list of str
+            One line per damaged dataset (empty when all are there).
+        """
+        fh = self._h5()
+        file_size = os.stat(self.path).st_size
+        problems = []
+        for split, rec in sorted(metadata["splits"].items()):
+            for feature, frec in sorted(rec["features"].items()):
+                name = feature_path(split, feature)
+                expected = (int(frec["n_frames"]), int(frec["n_bins"]))
+                ds = fh.get(name)
+                if not hasattr(ds, "shape"):
+                    problems.append(f"dataset {name} is missing")
+                elif tuple(ds.shape) != expected:
+                    problems.append(f"dataset {name} has shape {ds.shape}, expected {expected}")
+                elif ds.chunks is None and expected[0]:
+                    offset = ds.id.get_offset()
+                    end = None if offset is None else offset + ds.id.get_storage_size()
+                    if end is None or ds.id.get_storage_size() < expected[0] * expected[1] * 4:
+                        problems.append(f"dataset {name} has no stored data")
+                    elif end > file_size:
+                        problems.append(
+                            f"dataset {name} ends at byte {end}, the file has {file_size}"
+                        )
+            for column in rec["columns"]:
+                if index_path(split, column) not in fh:
+                    problems.append(f"dataset {index_path(split, column)} is missing")
+        return problems
+
     def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``)."""
+        """The named index columns of ``split`` (strings as ``<U``).
+
+        Raises
+        ------
+        StoreError
+            A column is missing or unreadable.
+        """
         fh = self._h5()
         out = {}
         for name in names:
-            ds = fh[index_path(split, name)]
-            if ds.dtype.kind == "O":
-                values = np.asarray(ds.asstr()[:], dtype=str)
-                if values.size == 0:
-                    values = np.empty(0, dtype="<U1")
-            else:
-                values = ds[:]
+            try:
+                ds = fh[index_path(split, name)]
+                if ds.dtype.kind == "O":
+                    values = np.asarray(ds.asstr()[:], dtype=str)
+                    if values.size == 0:
+                        values = np.empty(0, dtype="<U1")
+                else:
+                    values = ds[:]
+            except (KeyError, OSError, TypeError, ValueError, AttributeError) as exc:
+                raise StoreError(
+                    self.location,
+                    f"{split}: index column {name!r} is missing or unreadable "
+                    f"({type(exc).__name__}: {exc}); rebuild the store",
+                ) from None
             out[name] = values
         return out
 
     def _dataset(self, split: str, feature: str) -> Any:
-        try:
-            return self._h5()[feature_path(split, feature)]
-        except KeyError:
-            raise StoreError(self.location, f"no frame array {split}/{feature}") from None
+        name = feature_path(split, feature)
+        ds = self._h5().get(name)
+        if not hasattr(ds, "shape") or len(ds.shape) != 2:
+            raise StoreError(self.location, f"{name}: no such frame array")
+        return ds
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
         """Memory-mapped FrameArray over the dataset's bytes (h5py reads if filtered)."""
+        name = feature_path(split, feature)
         ds = self._dataset(split, feature)
         total, n_bins = (int(v) for v in ds.shape)
+        where = {"store": self.location, "name": name}
         if ds.dtype != DTYPE or ds.id.get_create_plist().get_nfilters() != 0:
-            return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+            return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b], **where)
         row_bytes = n_bins * DTYPE.itemsize
         pieces: list[tuple[int, int, int]] = []
+        holes: list[Hole] = []
         if ds.chunks is None:
             offset = ds.id.get_offset()
             if offset is not None and total:
                 pieces.append((0, total, int(offset)))
+            elif total:
+                holes.append(Hole(0, total, f"dataset {name} has no stored data"))
         else:
             rows = ds.chunks[0]
             if ds.chunks[1] != n_bins:
-                return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+                return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b], **where)
             infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
             for info in sorted(infos, key=lambda x: x.chunk_offset[0]):
                 start = int(info.chunk_offset[0])
                 if info.size != rows * row_bytes:
-                    return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b])
+                    return FrameArray((total, n_bins), reader=lambda a, b: ds[a:b], **where)
                 pieces.append((start, min(start + rows, total), int(info.byte_offset)))
         if not pieces:
-            return FrameArray((total, n_bins), segments=[])
+            return FrameArray((total, n_bins), segments=[], holes=holes, **where)
         buffer = map_file(self.path)
         segments = []
         for start, stop, offset in merge_runs(pieces, row_bytes):
             try:
                 view = rows_view(buffer, offset, stop - start, n_bins)
             except ValueError as exc:
-                raise StoreError(self.path, f"corrupt dataset {split}/{feature}: {exc}") from None
+                raise StoreError(self.location, f"{name}: truncated file: {exc}") from None
             segments.append(Segment(start, stop, view))
-        return FrameArray((total, n_bins), segments=segments, keepalive=[buffer])
+        return FrameArray((total, n_bins), segments=segments, keepalive=[buffer], **where)
 
     def close(self) -> None:
         """Close the HDF5 file."""

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featstore.errors import StoreError
-from featstore.store.layout import local_path, sha256_column
+from featstore.store.frame_array import FrameArray
+from featstore.store.layout import (
+    check_index,
+    local_path,
+    n_frames_column,
+    offset_column,
+    sha256_column,
+)
 from featstore.store.reader import Store, open_store
 
-_SCAN_ROWS = 65536  # rows per block of the NaN/inf scan
 _MAX_LISTED = 10  # problems of one kind listed before "... and N more"
 
 
 @dataclass
 class SplitInfo:
-    """Summary of one split."""
+    """Summary of one split.
+
+    ``bonafide``/``spoof``/``unlabelled`` count utterances by label, ``attacks`` the spoofed
+    ones by attack id (``system``), ``notes`` the utterances whose loading left a note of
+    each kind (``resampled``, ``downmixed``, ``clipped``: the note's first word).
+    """
 
     name: str
     utterances: int
@@ -28,6 +41,11 @@ class SplitInfo:
     hours: float
     frames: dict[str, int]
     disk_bytes: int | None
+    bonafide: int = 0
+    spoof: int = 0
+    unlabelled: int = 0
+    attacks: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,8 +65,53 @@ class StoreInfo:
     stats: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
-        """Human-readable report."""
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in :meth:`lines` as plain JSON types (``featstore info --json``).
+
+        Returns
+        -------
+        dict
+            ``path, format, format_version, fingerprint, created, completed, versions,
+            features, disk_bytes``; ``splits``: name -> ``utterances, quarantined, hours,
+            frames, disk_bytes, bonafide, spoof, unlabelled, attacks, notes, stats``
+            (stats: feature -> ``mean_min, mean_max, std_min, std_max``); ``quarantined``:
+            every left-out utterance as ``{split, utt_id, reason}``.
+        """
+        splits = {}
+        for s in self.splits:
+            record = asdict(s)
+            record.pop("name")
+            record["stats"] = {
+                f: dict(zip(("mean_min", "mean_max", "std_min", "std_max"), v, strict=True))
+                for (split, f), v in sorted(self.stats.items())
+                if split == s.name
+            }
+            splits[s.name] = record
+        return {
+            "path": self.path,
+            "format": self.format,
+            "format_version": self.format_version,
+            "fingerprint": self.fingerprint,
+            "created": self.created,
+            "completed": self.completed,
+            "versions": self.versions,
+            "features": self.features,
+            "disk_bytes": self.disk_bytes,
+            "splits": splits,
+            "quarantined": [
+                {"split": split, "utt_id": utt, "reason": reason}
+                for split, utt, reason in self.quarantine
+            ],
+        }
+
+    def lines(self, all_quarantined: bool = False) -> list[str]:
+        """Human-readable report.
+
+        Parameters
+        ----------
+        all_quarantined : bool, default False
+            List every quarantined utterance (default: the first 10, then a count).
+        """
         out = [
             f"{self.path}: {self.format} feature store, format v{self.format_version}, "
             f"fingerprint {self.fingerprint[:16]}",
@@ -73,6 +136,19 @@ class StoreInfo:
         for s in self.splits:
             shapes = ", ".join(f"{n} {s.frames[n]}x{self.features[n]['n_bins']}" for n in names)
             out.append(f"  {s.name}: arrays {shapes} float32")
+        out.append("labels:")
+        for s in self.splits:
+            row = f"  {s.name:8s} bona fide {s.bonafide}, spoof {s.spoof}"
+            row += f", unlabelled {s.unlabelled}" if s.unlabelled else ""
+            if s.attacks:
+                row += "; " + ", ".join(f"{a} {n}" for a, n in sorted(s.attacks.items()))
+            out.append(row)
+        if any(s.notes for s in self.splits):
+            out.append("loading notes (utterances):")
+            for s in self.splits:
+                if s.notes:
+                    kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.notes.items()))
+                    out.append(f"  {s.name:8s} {kinds}")
         if self.disk_bytes is not None:
             out.append(f"total on disk: {self.disk_bytes / 1e6:.1f} MB")
         out.append("stats (per-bin mean: min..max; per-bin std: min..max):")
@@ -81,10 +157,11 @@ class StoreInfo:
                 f"  {split:8s} {name:8s} mean {m0:9.3f} .. {m1:9.3f}  std {s0:8.3f} .. {s1:8.3f}"
             )
         out.append(f"quarantined: {len(self.quarantine)}")
-        for split, utt, reason in self.quarantine[:_MAX_LISTED]:
+        shown = self.quarantine if all_quarantined else self.quarantine[:_MAX_LISTED]
+        for split, utt, reason in shown:
             out.append(f"  {split}/{utt}: {reason}")
-        if len(self.quarantine) > _MAX_LISTED:
-            out.append(f"  ... and {len(self.quarantine) - _MAX_LISTED} more")
+        if len(self.quarantine) > len(shown):
+            out.append(f"  ... and {len(self.quarantine) - len(shown)} more (use --all)")
         return out
 
 
@@ -97,6 +174,21 @@ def _tree_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def note_kinds(notes: Iterable[str]) -> dict[str, int]:
+    """Utterances per kind of loading note (the first word of each ``; ``-separated note).
+
+    Examples
+    --------
+    >>> note_kinds(["", "resampled 44100->16000; clipped 3 samples into [-1, 1)", "clipped 1"])
+    {'clipped': 2, 'resampled': 1}
+    """
+    counts: Counter[str] = Counter()
+    for text in notes:
+        kinds = {note.split()[0] for note in str(text).split(";") if note.strip()}
+        counts.update(kinds)
+    return dict(sorted(counts.items()))
 
 
 def store_info(location: str | os.PathLike | Store) -> StoreInfo:
@@ -126,14 +218,20 @@ def store_info(location: str | os.PathLike | Store) -> StoreInfo:
                 int(rec["features"][f]["n_frames"]) * int(rec["features"][f]["n_bins"]) * 4
                 for f in rec["features"]
             )
+        index = st.index(name)
         splits.append(
             SplitInfo(
                 name=name,
                 utterances=int(rec["n_utterances"]),
-                quarantined=int(rec["n_quarantined"]),
-                hours=float(rec["audio_seconds"]) / 3600,
+                quarantined=int(rec.get("n_quarantined", 0)),
+                hours=float(rec.get("audio_seconds", 0.0)) / 3600,
                 frames={f: int(r["n_frames"]) for f, r in rec["features"].items()},
                 disk_bytes=disk,
+                bonafide=int((index["label"] == 1).sum()),
+                spoof=int((index["label"] == 0).sum()),
+                unlabelled=int((index["label"] == -1).sum()),
+                attacks=dict(Counter(index["system"][index["label"] == 0].tolist())),
+                notes=note_kinds(index["notes"]),
             )
         )
     stats = {}
@@ -172,30 +270,57 @@ def _listed(problems: list[str], kind: str, items: list[str]) -> None:
         problems.append(f"{kind}: ... and {len(items) - _MAX_LISTED} more")
 
 
-def verify_store(location: str | os.PathLike) -> list[str]:
+def verify_store(location: str | os.PathLike, *, strict: bool = False) -> list[str]:
     """Check a store end to end; return its problems (empty when it is sound).
 
-    Checks that the metadata reads and the store is complete; every index column has one
-    row per utterance and ids are unique; per feature, offsets are contiguous from 0, every
-    utterance has frames, totals equal the array lengths and the recorded ``n_frames``;
-    every utterance's sha256 and the split checksum match the bytes read back; no frame
-    holds NaN or inf; quarantined utterances are not in the index.
+    Checks that the metadata reads and the store is complete; every data file is there with
+    its expected size; every index column has one row per utterance and ids are unique;
+    per feature, offsets are contiguous from 0, every utterance has frames, totals equal the
+    array lengths and the recorded ``n_frames``; every utterance's sha256 and the split
+    checksum match the bytes read back (this is what finds flipped bits inside a present
+    file); no frame holds NaN or inf; quarantined utterances are not in the index.
 
     Parameters
     ----------
     location : str or os.PathLike
         The store.
+    strict : bool, default False
+        Raise instead of returning problems (``trainer fit/score --verify``).
 
     Returns
     -------
     list of str
         One line per problem, naming split, feature and utterance/rows.
+
+    Raises
+    ------
+    StoreError
+        Only with ``strict``: the store has problems (the first is named, with the count).
+
+    Examples
+    --------
+    >>> problems = verify_store("store.zarr")  # doctest: +SKIP
+    >>> verify_store("store.zarr", strict=True)  # doctest: +SKIP
+    Traceback (most recent call last):
+    featstore.errors.StoreError: store.zarr: featstore verify found 2 problem(s), the first: ...
     """
+    problems = _verify(location)
+    if strict and problems:
+        raise StoreError(
+            location,
+            f"featstore verify found {len(problems)} problem(s), the first: {problems[0]} "
+            f"(run `featstore verify {os.fspath(location)}` for all)",
+        )
+    return problems
+
+
+def _verify(location: str | os.PathLike) -> list[str]:
     from featstore.store.layout import split_checksum
 
     problems: list[str] = []
     try:
-        st = open_store(location)
+        st = open_store(location, check_files=False)
+        problems.extend(st.data_problems())
     except StoreError as exc:
         return [str(exc)]
     meta = st.metadata
@@ -203,14 +328,18 @@ def verify_store(location: str | os.PathLike) -> list[str]:
         rec = meta["splits"][split]
         n = int(rec["n_utterances"])
         try:
-            cols = st._columns(split)
-        except Exception as exc:  # any failure to read the index is a finding
-            problems.append(f"{split}: index unreadable: {exc}")
+            cols = st.raw_index_columns(split)
+        except StoreError as exc:
+            problems.append(f"{split}: index unreadable: {exc.message}")
             continue
         bad_len = [f"{c} has {len(v)} rows" for c, v in cols.items() if len(v) != n]
         _listed(problems, f"{split}: index expects {n} rows but", bad_len)
         if bad_len:
             continue
+        try:
+            check_index(cols, rec, st.path, split)
+        except StoreError as exc:
+            problems.append(f"{split}: {exc.message}")
         ids = cols["utt_id"]
         if len(set(ids.tolist())) != len(ids):
             problems.append(f"{split}: duplicate utterance ids in the index")
@@ -222,10 +351,11 @@ def verify_store(location: str | os.PathLike) -> list[str]:
             where = f"{split}/{feature}"
             try:
                 fa = st.array(split, feature)
-            except Exception as exc:  # any failure to map the array is a finding
-                problems.append(f"{where}: frame array unreadable: {exc}")
+            except StoreError as exc:  # any failure to map the array is a finding
+                problems.append(f"{where}: frame array unreadable: {exc.message}")
                 continue
-            offsets, n_frames = st.frames(split, feature)
+            offsets = cols[offset_column(feature)].astype(np.int64)
+            n_frames = cols[n_frames_column(feature)].astype(np.int64)
             expected = (int(frec["n_frames"]), int(frec["n_bins"]))
             if fa.shape != expected:
                 problems.append(f"{where}: array shape {fa.shape}, metadata says {expected}")
@@ -244,30 +374,43 @@ def verify_store(location: str | os.PathLike) -> list[str]:
                 problems.append(f"{where}: index totals {total} frames, array has {fa.shape[0]}")
             if gaps.size or empty.size or total != fa.shape[0]:
                 continue
-            digests = cols[sha256_column(feature)].tolist()
-            mismatched = []
-            for i in range(n):
-                a, b = int(offsets[i]), int(offsets[i] + n_frames[i])
-                got = hashlib.sha256(memoryview(fa[a:b]).cast("B")).hexdigest()
-                if got != digests[i]:
-                    mismatched.append(f"{ids[i]} (rows {a}..{b})")
-            _listed(problems, f"{where}: checksum mismatch", mismatched)
-            if split_checksum(digests) != frec["sha256"]:
+            digests = cols[sha256_column(feature)]
+            _verify_frames(problems, where, fa, ids, offsets, n_frames, digests)
+            if split_checksum(digests.tolist()) != frec["sha256"]:
                 problems.append(f"{where}: split checksum differs from the metadata")
-            bad_rows = []
-            for a in range(0, fa.shape[0], _SCAN_ROWS):
-                block = fa[a : a + _SCAN_ROWS]
-                rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
-                bad_rows.extend(int(r) + a for r in rows)
-            if bad_rows:
-                starts = offsets.tolist()
-                utts = sorted(
-                    {str(ids[np.searchsorted(starts, r, side="right") - 1]) for r in bad_rows}
-                )
-                problems.append(
-                    f"{where}: {len(bad_rows)} row(s) hold NaN/inf, in utterance(s) "
-                    + ", ".join(utts[:_MAX_LISTED])
-                    + (" ..." if len(utts) > _MAX_LISTED else "")
-                )
     st.close()
     return problems
+
+
+def _verify_frames(
+    problems: list[str],
+    where: str,
+    fa: FrameArray,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    n_frames: np.ndarray,
+    digests: np.ndarray,
+) -> None:
+    """Per-utterance checksums, rows that are not stored, and the NaN/inf scan."""
+    mismatched, absent = [], []
+    bad_rows: list[int] = []
+    for i in range(len(ids)):
+        a, b = int(offsets[i]), int(offsets[i] + n_frames[i])
+        try:
+            rows = fa[a:b]
+        except StoreError:
+            absent.append(f"{ids[i]} (rows {a}..{b})")
+            continue
+        if hashlib.sha256(memoryview(rows).cast("B")).hexdigest() != digests[i]:
+            mismatched.append(f"{ids[i]} (rows {a}..{b})")
+        bad_rows.extend(int(r) + a for r in np.flatnonzero(~np.isfinite(rows).all(axis=1)))
+    _listed(problems, f"{where}: rows not stored", absent)
+    _listed(problems, f"{where}: checksum mismatch", mismatched)
+    if bad_rows:
+        starts = offsets.tolist()
+        utts = sorted({str(ids[np.searchsorted(starts, r, side="right") - 1]) for r in bad_rows})
+        problems.append(
+            f"{where}: {len(bad_rows)} row(s) hold NaN/inf, in utterance(s) "
+            + ", ".join(utts[:_MAX_LISTED])
+            + (" ..." if len(utts) > _MAX_LISTED else "")
+        )

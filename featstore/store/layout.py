@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,56 @@ EXTRA_PREFIX = "extra."
 """Prefix of the columns holding a protocol's other fields (``extra.codec`` ...), as strings."""
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""What a split, feature or index-column name may look like: it becomes one path component
+of the store (a Zarr directory, an HDF5 group), so no ``/``, ``\\``, ``..`` or leading dot."""
+
+
+def check_name(name: object, kind: str = "name", where: str | os.PathLike | None = None) -> str:
+    """Return ``name`` if it is safe to join into a store path, else raise StoreError.
+
+    Every split, feature and index-column name read from store metadata goes through here
+    before it is joined into a path (:func:`feature_path`, :func:`index_path`), and so can
+    names given on a command line (``--split``, ``--features``).
+
+    Parameters
+    ----------
+    name : object
+        The name to check (anything but a matching ``str`` is refused).
+    kind : str, default "name"
+        What the name is (``"split"``, ``"feature"``, ``"index column"``), for the message.
+    where : str or os.PathLike, optional
+        The store (or file) the name comes from, for the message.
+
+    Returns
+    -------
+    str
+        ``name``.
+
+    Raises
+    ------
+    StoreError
+        ``name`` does not match :data:`NAME_PATTERN` or contains ``..``.
+
+    Examples
+    --------
+    >>> check_name("train", "split")
+    'train'
+    >>> check_name("../../x", "split")
+    Traceback (most recent call last):
+    ...
+    featstore.errors.StoreError: invalid split name '../../x': use 1-128 letters, digits, '_', \
+'.', '-', starting with a letter or digit, without '..'
+    """
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name) and ".." not in name:
+        return name
+    raise StoreError(
+        where,
+        f"invalid {kind} name {name!r}: use 1-128 letters, digits, '_', '.', '-', "
+        "starting with a letter or digit, without '..'",
+    )
+
+
 def offset_column(feature: str) -> str:
     """Name of the index column with each utterance's first row in ``/<split>/<feature>``."""
     return f"offset.{feature}"
@@ -87,13 +138,13 @@ def sha256_column(feature: str) -> str:
 
 
 def feature_path(split: str, feature: str) -> str:
-    """Node path of the concatenated frame array of ``feature`` in ``split``."""
-    return f"{split}/{feature}"
+    """Node path of the concatenated frame array of ``feature`` in ``split`` (names checked)."""
+    return f"{check_name(split, 'split')}/{check_name(feature, 'feature')}"
 
 
 def index_path(split: str, column: str) -> str:
-    """Node path of one index column."""
-    return f"{split}/{INDEX_GROUP}/{column}"
+    """Node path of one index column (names checked)."""
+    return f"{check_name(split, 'split')}/{INDEX_GROUP}/{check_name(column, 'index column')}"
 
 
 def is_remote(location: str | os.PathLike) -> bool:
@@ -159,7 +210,52 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any]:
             "the store is incomplete (its build was interrupted or is still running); "
             "re-run the same `featstore build` command to finish it",
         )
+    _check_structure(meta, where)
     return meta
+
+
+def _expect(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise StoreError(where, f"damaged store metadata: {what}; rebuild the store")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_structure(meta: dict[str, Any], where: str) -> None:
+    """Check the metadata fields the reader relies on, and every name in it (:func:`check_name`)."""
+    features = meta.get("features")
+    _expect(isinstance(features, dict), where, "'features' is not an object")
+    for feature, rec in features.items():
+        check_name(feature, "feature", where)
+        _expect(isinstance(rec, dict), where, f"features.{feature} is not an object")
+    splits = meta.get("splits")
+    _expect(isinstance(splits, dict), where, "'splits' is not an object")
+    _expect(isinstance(meta.get("quarantine", []), list), where, "'quarantine' is not a list")
+    for split, rec in splits.items():
+        check_name(split, "split", where)
+        _expect(isinstance(rec, dict), where, f"splits.{split} is not an object")
+        _expect(_is_count(rec.get("n_utterances")), where, f"splits.{split}.n_utterances")
+        columns = rec.get("columns")
+        _expect(isinstance(columns, list), where, f"splits.{split}.columns is not a list")
+        for column in columns:
+            check_name(column, "index column", where)
+        extra = rec.get("extra_columns", {})
+        _expect(isinstance(extra, dict), where, f"splits.{split}.extra_columns")
+        required = [*FIXED_COLUMNS, *extra.values()]
+        for feature in features:
+            required += [offset_column(feature), n_frames_column(feature)]
+        missing = [c for c in required if c not in columns]
+        _expect(not missing, where, f"splits.{split}.columns lacks {', '.join(missing[:3])}")
+        frecs = rec.get("features")
+        _expect(isinstance(frecs, dict), where, f"splits.{split}.features is not an object")
+        _expect(set(frecs) == set(features), where, f"splits.{split}.features != features")
+        for feature, frec in frecs.items():
+            ok = isinstance(frec, dict) and all(
+                _is_count(frec.get(k)) for k in ("n_frames", "n_bins")
+            )
+            _expect(ok, where, f"splits.{split}.features.{feature}: n_frames/n_bins")
 
 
 def split_checksum(digests: Iterable[str]) -> str:
@@ -184,3 +280,84 @@ def split_checksum(digests: Iterable[str]) -> str:
     for d in digests:
         h.update(bytes.fromhex(d))
     return h.hexdigest()
+
+
+def _column_error(where: str, split: str, column: str, what: str) -> StoreError:
+    return StoreError(where, f"{split}: index column {column!r} {what}; rebuild the store")
+
+
+def check_index(
+    columns: dict[str, np.ndarray], record: dict[str, Any], where: str, split: str
+) -> None:
+    """Validate the index columns of one split as loaded, before anything reads through them.
+
+    Checks every column's length and dtype, that ``utt_id`` values are non-empty and unique,
+    ``label`` agrees with ``key``, ``duration``/``sample_rate``/``channels`` are positive, and
+    per feature that ``n_frames`` is positive and ``offset`` runs contiguously from 0 to the
+    array's row count (``offset[i+1] == offset[i] + n_frames[i]``): an index that does not
+    describe the array exactly would read other utterances' rows.
+
+    Parameters
+    ----------
+    columns : dict of str to np.ndarray
+        The loaded columns (strings as ``<U``).
+    record : dict
+        The split's metadata record (``n_utterances``, ``columns``, ``features``).
+    where : str
+        The store, for messages.
+    split : str
+        The split, for messages.
+
+    Raises
+    ------
+    StoreError
+        Naming the split and the first bad column.
+    """
+    n = int(record["n_utterances"])
+    expected = dict(FIXED_COLUMNS)
+    for feature in record["features"]:
+        expected[offset_column(feature)] = np.dtype("i8")
+        expected[n_frames_column(feature)] = np.dtype("i8")
+    for name in record["columns"]:
+        values = columns.get(name)
+        if values is None:
+            raise _column_error(where, split, name, "is missing")
+        if values.ndim != 1 or len(values) != n:
+            raise _column_error(where, split, name, f"has {values.shape} rows, expected {n}")
+        want = expected.get(name, np.dtype("U"))
+        kind_ok = values.dtype.kind == want.kind
+        if not kind_ok or (want.kind != "U" and values.dtype.itemsize != want.itemsize):
+            raise _column_error(where, split, name, f"has dtype {values.dtype}, expected {want}")
+
+    def refuse(name: str, bad: np.ndarray, what: str) -> None:
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise _column_error(
+                where, split, name, f"{what} at row {int(rows[0])} ({rows.size} row(s))"
+            )
+
+    for name in ("utt_id", "speaker", "system"):
+        refuse(name, columns[name] == "", "is empty")
+    if len(np.unique(columns["utt_id"])) != n:
+        raise _column_error(where, split, "utt_id", "holds duplicate ids")
+    key = columns["key"]
+    label = np.where(key == "bonafide", 1, np.where(key == "spoof", 0, -1))
+    refuse("label", columns["label"] != label, "disagrees with the key column")
+    refuse("duration", ~(columns["duration"] > 0), "is not a positive number")
+    refuse("sample_rate", columns["sample_rate"] <= 0, "is not positive")
+    refuse("channels", columns["channels"] <= 0, "is not positive")
+    for feature, frec in record["features"].items():
+        offsets = columns[offset_column(feature)]
+        n_frames = columns[n_frames_column(feature)]
+        refuse(n_frames_column(feature), n_frames <= 0, "is not positive")
+        ends = np.cumsum(n_frames)
+        starts = ends - n_frames
+        refuse(offset_column(feature), offsets != starts, "is not contiguous from 0")
+        total = int(ends[-1]) if n else 0
+        if total != int(frec["n_frames"]):
+            raise _column_error(
+                where,
+                split,
+                n_frames_column(feature),
+                f"totals {total} frames, the array has {int(frec['n_frames'])}",
+            )

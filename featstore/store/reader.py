@@ -18,7 +18,9 @@ from featstore.store.frame_array import FrameArray
 from featstore.store.fsspec_io import cache_dir_from_env
 from featstore.store.layout import (
     FIXED_COLUMNS,
+    check_index,
     check_metadata,
+    check_name,
     detect_format,
     n_frames_column,
     offset_column,
@@ -35,6 +37,9 @@ class Store:
     cache_dir : str or os.PathLike, optional
         For a remote Zarr store: read through a local copy under this directory (None:
         direct reads). Use :func:`open_store` for the ``$SPOOFSTORE_CACHE_DIR`` default.
+    check_files : bool, default True
+        Refuse a store whose data files are missing or of the wrong size (stat only; see
+        :meth:`data_problems`). ``featstore verify`` opens without it to list them all.
 
     Attributes
     ----------
@@ -52,24 +57,57 @@ class Store:
     (['dev', 'train'], (256, 257))
     """
 
-    def __init__(self, location: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        location: str | os.PathLike,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        check_files: bool = True,
+    ):
         self.path = os.fspath(location)
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.format = detect_format(self.path)
         self._pid = os.getpid()
         self._src = BACKENDS[self.format].source(self.path, self.cache_dir)
         self.metadata: dict[str, Any] = check_metadata(self._src.metadata(), self.path)
-        self._src.close()
+        self._check_files = check_files
+        try:
+            if check_files:
+                self._refuse_missing_files()
+        finally:
+            self._src.close()
         self._arrays: dict[tuple[str, str], FrameArray] = {}
         self._index: dict[str, dict[str, np.ndarray]] = {}
         self._rows: dict[str, dict[str, int]] = {}
 
+    def data_problems(self) -> list[str]:
+        """Missing or wrongly sized data files (Zarr) / datasets (HDF5), one line each.
+
+        Cheap: file sizes and HDF5 metadata only, no data is read; flipped bits inside a
+        present file are :func:`~featstore.store.inspect.verify_store`'s job.
+        """
+        return self._live().data_problems(self.metadata)
+
+    def _refuse_missing_files(self) -> None:
+        problems = self.data_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StoreError(
+                self.path,
+                f"damaged store: {problems[0]}{more}; restore the files or rebuild the store "
+                "(`featstore verify` lists every problem)",
+            )
+
     # -- pickling / fork safety ----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "cache_dir": self.cache_dir}
+        return {"path": self.path, "cache_dir": self.cache_dir, "check_files": self._check_files}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], cache_dir=state["cache_dir"])
+        self.__init__(
+            state["path"],
+            cache_dir=state["cache_dir"],
+            check_files=state.get("check_files", True),
+        )
 
     def _live(self) -> StoreSource:
         if os.getpid() != self._pid:  # forked: drop handles inherited from the parent
@@ -114,6 +152,7 @@ class Store:
         return [tuple(q) for q in self.metadata.get("quarantine", [])]
 
     def _split_record(self, split: str) -> dict[str, Any]:
+        check_name(split, "split", self.path)
         try:
             return self.metadata["splits"][split]
         except KeyError:
@@ -122,6 +161,7 @@ class Store:
             ) from None
 
     def _check_feature(self, feature: str) -> None:
+        check_name(feature, "feature", self.path)
         if feature not in self.metadata["features"]:
             raise StoreError(
                 self.path,
@@ -136,11 +176,22 @@ class Store:
     def _columns(self, split: str) -> dict[str, np.ndarray]:
         if split not in self._index:
             record = self._split_record(split)
-            columns = self._live().index_columns(split, list(record["columns"]))
+            columns = self.raw_index_columns(split)
+            check_index(columns, record, self.path, split)
             for values in columns.values():
                 values.flags.writeable = False  # shared by every caller: read-only
             self._index[split] = columns
         return self._index[split]
+
+    def raw_index_columns(self, split: str) -> dict[str, np.ndarray]:
+        """Every index column of ``split`` as stored, NOT validated (for ``verify``).
+
+        Everything else reads the index through :meth:`index` / :meth:`frames`, which
+        refuse an index that does not describe the arrays exactly
+        (:func:`~featstore.store.layout.check_index`).
+        """
+        record = self._split_record(split)
+        return self._live().index_columns(split, list(record["columns"]))
 
     def index(self, split: str) -> np.ndarray:
         """One row per utterance of ``split``, in build order.
@@ -202,7 +253,16 @@ class Store:
         src = self._live()
         key = (split, feature)
         if key not in self._arrays:
-            self._arrays[key] = src.frame_array(split, feature)
+            fa = src.frame_array(split, feature)
+            frec = self._split_record(split)["features"][feature]
+            expected = (int(frec["n_frames"]), int(frec["n_bins"]))
+            if fa.shape != expected:
+                raise StoreError(
+                    self.path,
+                    f"{split}/{feature}: the array has shape {fa.shape}, the metadata says "
+                    f"{expected}; rebuild the store",
+                )
+            self._arrays[key] = fa
         return self._arrays[key]
 
     def read(
@@ -253,6 +313,7 @@ def open_store(
     mode: str = "r",
     *,
     cache_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
 ) -> Store:
     """Open a finished feature store for reading.
 
@@ -266,6 +327,9 @@ def open_store(
         For a remote Zarr store: read through a local copy under this directory, filled on
         demand and memory-mapped. Default: ``$SPOOFSTORE_CACHE_DIR`` if set (the user-level
         default, read here and nowhere else), else direct reads through zarr.
+    check_files : bool, default True
+        Refuse a store with missing or wrongly sized data files (file sizes only; see
+        :meth:`Store.data_problems`).
 
     Returns
     -------
@@ -274,7 +338,10 @@ def open_store(
     Raises
     ------
     StoreError
-        Missing, not a spoofstore store, of an unsupported format version, or incomplete.
+        Missing, not a spoofstore store, of an unsupported format version, incomplete,
+        with damaged metadata or unsafe names in it, or with data files missing or short.
+        Later reads raise StoreError too for an index that does not describe the arrays
+        and for rows whose bytes are not stored.
 
     Examples
     --------
@@ -285,4 +352,4 @@ def open_store(
         raise ValueError(f"stores open read-only (mode='r'), got mode={mode!r}")
     if cache_dir is None:
         cache_dir = cache_dir_from_env()
-    return Store(path_or_url, cache_dir=cache_dir)
+    return Store(path_or_url, cache_dir=cache_dir, check_files=check_files)

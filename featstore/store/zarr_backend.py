@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 
 from featstore.atomic_files import atomic_path
-from featstore.errors import StoreError
+from featstore.errors import ResourceError, StoreError
 from featstore.store.direct_io import write_new_file
-from featstore.store.frame_array import FrameArray, Segment, map_file, merge_runs, rows_view
-from featstore.store.fsspec_io import StoreMirror, zarr_store
+from featstore.store.frame_array import (
+    FrameArray,
+    Hole,
+    Segment,
+    map_file,
+    merge_runs,
+    rows_view,
+)
+from featstore.store.fsspec_io import StoreMirror, filesystem, list_files, zarr_store
 from featstore.store.layout import (
     BUILD_STATE_DIR,
     DTYPE,
@@ -35,6 +42,7 @@ from featstore.store.zarr_shards import (
     EMPTY_CHUNK,
     check_shard_layout,
     decode_shard_index,
+    shard_file_sizes,
     shard_trailer,
 )
 
@@ -46,6 +54,10 @@ def read_root_metadata(path: Path) -> dict[str, Any] | None:
             doc = json.load(fh)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except PermissionError as exc:
+        raise ResourceError(
+            f"{path / 'zarr.json'}: cannot read the store: {exc.strerror}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise StoreError(path / "zarr.json", f"unreadable: {exc}") from None
     meta = doc.get("attributes", {}).get(METADATA_ATTR)
@@ -230,6 +242,54 @@ class ZarrWriter:
 # reading
 
 
+def expected_files(meta: dict[str, Any]) -> list[tuple[str, int | None]]:
+    """The files a complete Zarr store must hold, with their sizes where known.
+
+    Parameters
+    ----------
+    meta : dict
+        The store metadata (checked by :func:`~featstore.store.layout.check_metadata`).
+
+    Returns
+    -------
+    list of (str, int or None)
+        Path relative to the store root and expected byte size (None: any): each frame
+        array's and index column's ``zarr.json``, and every shard file ``c/<i>/0`` of each
+        frame array, sized by :func:`~featstore.store.zarr_shards.shard_file_sizes`.
+    """
+    chunk, shard = meta.get("chunk_frames"), meta.get("shard_frames")
+    sized = isinstance(chunk, int) and isinstance(shard, int) and 0 < chunk <= shard
+    files: list[tuple[str, int | None]] = []
+    for split, rec in sorted(meta["splits"].items()):
+        for feature, frec in sorted(rec["features"].items()):
+            array = feature_path(split, feature)
+            files.append((f"{array}/zarr.json", None))
+            n_frames, n_bins = int(frec["n_frames"]), int(frec["n_bins"])
+            if sized:
+                for i, size in enumerate(shard_file_sizes(n_frames, n_bins, chunk, shard)):
+                    files.append((f"{array}/c/{i}/0", size))
+        for column in rec["columns"]:
+            files.append((f"{index_path(split, column)}/zarr.json", None))
+    return files
+
+
+def file_problem(rel: str, size: int | None, expected: int | None) -> str | None:
+    """What is wrong with a store file of ``size`` bytes (None: absent), or None if nothing.
+
+    Examples
+    --------
+    >>> file_problem("train/mgd/c/1/0", None, 100)
+    'train/mgd/c/1/0 is missing'
+    >>> file_problem("train/mgd/c/1/0", 60, 100)
+    'train/mgd/c/1/0 has 60 bytes, expected 100'
+    """
+    if size is None:
+        return f"{rel} is missing"
+    if expected is not None and size != expected:
+        return f"{rel} has {size} bytes, expected {expected}"
+    return None
+
+
 class ZarrSource:
     """Read access to a Zarr v3 store: metadata, index columns, frame arrays."""
 
@@ -239,6 +299,7 @@ class ZarrSource:
         self.path = None if self.remote else local_path(location)
         self._group: Any = None
         self._mirror: StoreMirror | None = None
+        self._listing: dict[str, int] | None = None
         if self.remote and cache_dir is not None:  # read a local copy, filled on demand
             self._mirror = StoreMirror(location, cache_dir)
             self.path = self._mirror.open()
@@ -263,12 +324,66 @@ class ZarrSource:
             raise StoreError(self.location, "no such feature store (no zarr.json)")
         return read_root_metadata(self.path)
 
+    def _sizes(self, rels: list[str]) -> dict[str, int | None]:
+        """Byte size of each file (None: absent): ``stat`` locally, one listing remotely."""
+        if self._mirror is not None or self.remote:
+            if self._listing is None:
+                if self._mirror is not None:
+                    self._listing = self._mirror.listing
+                else:
+                    fs, root = filesystem(self.location)
+                    self._listing = list_files(fs, root)
+            return {rel: self._listing.get(rel) for rel in rels}
+        out: dict[str, int | None] = {}
+        for rel in rels:
+            try:
+                out[rel] = os.stat(self.path / rel).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                out[rel] = None
+            except PermissionError as exc:
+                raise ResourceError(
+                    f"{self.path / rel}: cannot read the store: {exc.strerror}"
+                ) from None
+        return out
+
+    def data_problems(self, metadata: dict[str, Any]) -> list[str]:
+        """Missing or wrongly sized files of the store (stat only, nothing is read).
+
+        Parameters
+        ----------
+        metadata : dict
+            The checked store metadata.
+
+        Returns
+        -------
+        list of str
+            One line per damaged file, in store order (empty when all are there).
+        """
+        files = expected_files(metadata)
+        sizes = self._sizes([rel for rel, _ in files])
+        problems = (file_problem(rel, sizes[rel], expected) for rel, expected in files)
+        return [p for p in problems if p is not None]
+
     def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``)."""
+        """The named index columns of ``split`` (strings as ``<U``).
+
+        Raises
+        ------
+        StoreError
+            A column is missing or unreadable.
+        """
         group = self._zarr_group()
         out = {}
         for name in names:
-            values = np.asarray(group[index_path(split, name)][:])
+            path = index_path(split, name)
+            try:
+                values = np.asarray(group[path][:])
+            except (KeyError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+                raise StoreError(
+                    self.location,
+                    f"{split}: index column {name!r} is missing or unreadable "
+                    f"({type(exc).__name__}: {exc}); rebuild the store",
+                ) from None
             if values.dtype.kind in "OTU":
                 values = np.array([str(v) for v in values.tolist()], dtype=str)
                 if values.size == 0:
@@ -281,20 +396,50 @@ class ZarrSource:
 
     def frame_array(self, split: str, feature: str) -> FrameArray:
         """Memory-mapped FrameArray (local), else one reading through zarr."""
+        name = feature_path(split, feature)
         if self._mirror is not None:
             self._mirror.ensure_array(split, feature)
         if not self.remote:
-            directory = self.path / feature_path(split, feature)
+            directory = self.path / name
             try:
                 with open(directory / "zarr.json", encoding="utf-8") as fh:
                     meta = json.load(fh)
             except FileNotFoundError:
-                raise StoreError(directory, "no such frame array") from None
-            mapped = shard_segments(directory, meta)
+                raise StoreError(self.location, f"{name}: no such frame array") from None
+            except (OSError, ValueError) as exc:
+                raise StoreError(directory / "zarr.json", f"unreadable: {exc}") from None
+            mapped = shard_segments(directory, meta, store=self.location, name=name)
             if mapped is not None:
                 return mapped
-        array = self._zarr_array(split, feature)
-        return FrameArray(tuple(array.shape), reader=lambda a, b: array[a:b])
+        try:
+            array = self._zarr_array(split, feature)
+        except (KeyError, FileNotFoundError):
+            raise StoreError(self.location, f"{name}: no such frame array") from None
+        return FrameArray(
+            tuple(array.shape),
+            reader=lambda a, b: array[a:b],
+            holes=self._remote_holes(name, array),
+            store=self.location,
+            name=name,
+        )
+
+    def _remote_holes(self, name: str, array: Any) -> list[Hole]:
+        """Rows of missing or wrongly sized shard files (zarr would read them as 0.0)."""
+        total, n_bins = (int(v) for v in array.shape)
+        shard = int((array.shards or array.chunks)[0])
+        inner = int(array.chunks[0])
+        rels = [f"{name}/c/{i}/0" for i in range(-(-total // shard))]
+        sizes = self._sizes(rels)
+        if array.shards is None:
+            expected = [None] * len(rels)
+        else:
+            expected = shard_file_sizes(total, n_bins, inner, shard)
+        holes = []
+        for i, (rel, size) in enumerate(zip(rels, expected, strict=True)):
+            problem = file_problem(rel, sizes[rel], size)
+            if problem is not None:
+                holes.append(Hole(i * shard, min(total, (i + 1) * shard), problem))
+        return holes
 
     def close(self) -> None:
         """Forget the zarr group."""
@@ -307,7 +452,9 @@ def _bytes_le(codec: dict) -> bool:
     ) in ("little", None)
 
 
-def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
+def shard_segments(
+    directory: Path, meta: dict[str, Any], *, store: str | None = None, name: str = "frames"
+) -> FrameArray | None:
     """Map a local float32 2-D Zarr v3 array's chunk bytes; None if not memory-mappable.
 
     Parameters
@@ -316,12 +463,15 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         The array's directory (holding ``zarr.json`` and ``c/``).
     meta : dict
         Its parsed ``zarr.json``.
+    store, name : str, optional
+        The store and the array's node path, for error messages.
 
     Returns
     -------
     FrameArray or None
         None when the array uses codecs other than ``bytes`` (little endian), so its
-        chunks are not raw float32.
+        chunks are not raw float32. Rows of missing shard files and absent chunks are
+        the array's holes: reading them raises StoreError.
     """
     if meta.get("data_type") != "float32" or len(meta.get("shape", ())) != 2:
         return None
@@ -361,15 +511,20 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
         return None
 
     segments: list[Segment] = []
+    holes: list[Hole] = []
     keepalive: list = []
     n_outer = -(-total // outer[0]) if total else 0
     for i in range(n_outer):
         base = i * outer[0]
-        path = directory / ("c" + sep + sep.join((str(i), "0")))
+        key = "c" + sep + sep.join((str(i), "0"))
+        path = directory / key
+        rel = f"{name}/{key}"
         if not path.is_file():
-            continue  # never written: fill value
+            holes.append(Hole(base, min(base + outer[0], total), f"{rel} is missing"))
+            continue
         buffer = map_file(path)
         if buffer is None:
+            holes.append(Hole(base, min(base + outer[0], total), f"{rel} is empty"))
             continue
         keepalive.append(buffer)
         if index_spec is None:
@@ -381,7 +536,11 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
             for c in range(n_inner):
                 offset, nbytes = int(table[c, 0]), int(table[c, 1])
                 start = base + c * inner
-                if start >= total or offset == EMPTY_CHUNK:
+                if start >= total:
+                    continue
+                if offset == EMPTY_CHUNK:
+                    stop = min(start + inner, total)
+                    holes.append(Hole(start, stop, f"{rel}: chunk {c} is not stored"))
                     continue
                 if nbytes != inner * row_bytes:
                     raise StoreError(path, f"corrupt shard: chunk {c} holds {nbytes} bytes")
@@ -392,4 +551,11 @@ def shard_segments(directory: Path, meta: dict[str, Any]) -> FrameArray | None:
             except ValueError as exc:
                 raise StoreError(path, f"corrupt shard: {exc}") from None
             segments.append(Segment(start, stop, view))
-    return FrameArray((total, n_bins), segments=segments, keepalive=keepalive)
+    return FrameArray(
+        (total, n_bins),
+        segments=segments,
+        keepalive=keepalive,
+        holes=holes,
+        store=store,
+        name=name,
+    )

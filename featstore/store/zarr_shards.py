@@ -28,6 +28,7 @@ __all__ = [
     "check_shard_layout",
     "crc32c",
     "decode_shard_index",
+    "shard_file_sizes",
     "shard_trailer",
 ]
 
@@ -88,6 +89,36 @@ def shard_trailer(n_rows: int, chunk_frames: int, shard_frames: int, row_bytes: 
     index_bytes = index.tobytes()
     pad = (present * chunk_frames - n_rows) * row_bytes
     return bytes(pad) + index_bytes + crc32c(index_bytes)
+
+
+def shard_file_sizes(n_frames: int, n_bins: int, chunk_frames: int, shard_frames: int) -> list[int]:
+    """Byte size of each shard file of an array of ``n_frames`` rows, as :func:`shard_trailer`
+    (and zarr) write them: whole chunks, the last one padded, then the index and its crc32c.
+
+    Parameters
+    ----------
+    n_frames, n_bins : int
+        Shape of the array.
+    chunk_frames, shard_frames : int
+        Rows per inner chunk and per shard.
+
+    Returns
+    -------
+    list of int
+        One size per shard file ``c/<i>/0``, ``i = 0, 1, ...``.
+
+    Examples
+    --------
+    >>> shard_file_sizes(3, 1, 2, 4)  # 2 chunks of 2 rows x 4 bytes, 2 index entries, crc
+    [52]
+    """
+    sizes = []
+    index_bytes = (shard_frames // chunk_frames) * 16 + CRC_BYTES
+    for start in range(0, n_frames, shard_frames):
+        rows = min(shard_frames, n_frames - start)
+        present = -(-rows // chunk_frames)
+        sizes.append(present * chunk_frames * n_bins * 4 + index_bytes)
+    return sizes
 
 
 def decode_shard_index(
