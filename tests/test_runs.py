@@ -173,7 +173,7 @@ def test_store_view_keeps_the_cache_dir_across_pickling(tmp_path):
     from featstore import open_store
     from trainer.data import StoreView
 
-    path = build_store(tmp_path, n_train=3, n_dev=0)
+    path = build_store(tmp_path, n_train=3, n_dev=2)
     view = StoreView(open_store(path, cache_dir=tmp_path / "cache"))
     again = pickle.loads(pickle.dumps(view))
     assert again.cache_dir == view.cache_dir == os.fspath(tmp_path / "cache")

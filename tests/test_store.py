@@ -428,7 +428,9 @@ def test_info_json_all_quarantined_and_notes(tmp_path: Path) -> None:
     stereo = rng.uniform(-0.3, 0.3, size=(44100, 2))
     sf.write(root / "flac" / "LA_T_1000001.flac", stereo, 44100)  # resampled + downmixed
     out = tmp_path / "s.zarr"
-    featstore.build(root / "protocols", root, out, jobs=1, quiet=True, features="logmel")
+    featstore.build(
+        root / "protocols", root, out, jobs=1, quiet=True, features="logmel", max_quarantine=0.9
+    )
 
     text = "\n".join(store_info(out).lines())
     assert "quarantined: 12" in text and "... and 2 more (use --all)" in text
