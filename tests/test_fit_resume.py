@@ -108,7 +108,7 @@ def test_corrupt_checkpoint_is_a_training_error(tmp_path):
 
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(TrainingError, match=r"last\.pt: cannot load checkpoint"):
+    with pytest.raises(TrainingError, match=r"last\.pt is corrupt or not a spoofstore"):
         checkpoint.load_checkpoint(bad)
     with pytest.raises(TrainingError, match="no such checkpoint"):
         checkpoint.load_checkpoint(tmp_path / "missing.pt")

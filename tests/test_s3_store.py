@@ -141,7 +141,7 @@ def test_trainer_fit_on_the_s3_store_with_a_cache(s3, s3_store, tmp_path, monkey
         "model_kwargs = { n_bins = 32, embedding_size = 32, eval_window = 32 }\n"
     )
     args = ["fit", s3_store, "--out", str(tmp_path / "run"), "--epochs", "1"]
-    args += ["--batch-size", "2", "--crop-frames", "16", "--workers", "0", "--threads", "1"]
+    args += ["--batch-size", "2", "--crop-frames", "32", "--workers", "0", "--threads", "1"]
     args += ["--device", "cpu", "--quiet", "--config", str(tmp_path / "small.toml")]
     args += ["--cache-dir", str(tmp_path / "cache")]
     with pytest.raises(SystemExit) as exit_info:

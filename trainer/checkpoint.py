@@ -16,9 +16,11 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from featstore.atomic_files import atomic_path
+from featstore.errors import ResourceError
 from trainer.errors import TrainingError
 from trainer.runs import RunRecord
 
@@ -132,6 +135,11 @@ def save_checkpoint(path: str | os.PathLike, state: Checkpoint | Mapping[str, An
     Path
         ``path``.
 
+    Raises
+    ------
+    ResourceError
+        The file cannot be written (disk full, no permission); ``path`` is left as it was.
+
     Examples
     --------
     >>> import tempfile, torch
@@ -141,9 +149,34 @@ def save_checkpoint(path: str | os.PathLike, state: Checkpoint | Mapping[str, An
     1
     """
     data = state.to_dict() if isinstance(state, Checkpoint) else dict(state)
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
+    except (OSError, RuntimeError) as exc:
+        reason = _write_failure(exc)
+        if reason is None:  # not an I/O failure: a bug, keep the traceback
+            raise
+        raise ResourceError(
+            f"cannot write checkpoint {path}: {reason}; the previous checkpoint (if any) is "
+            "kept intact"
+        ) from None
     return Path(path)
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """Why writing a file failed, for an I/O error of ``torch.save``; None for anything else.
+
+    ``torch.save`` reports a full disk as an ``OSError`` (ENOSPC) or, from its zip writer, as
+    a ``RuntimeError`` ("PytorchStreamWriter failed writing file ...", "unexpected pos ...").
+    """
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on the device (disk full or quota exceeded)"
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if "PytorchStreamWriter" in text or "unexpected pos" in text or "write failed" in text:
+        return "the write failed (is the disk full?)"
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -164,20 +197,48 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises
     ------
     TrainingError
-        The file is missing, truncated, or not a checkpoint.
+        The file is missing, truncated, or not a checkpoint ("checkpoint X is corrupt or not
+        a spoofstore checkpoint: <reason>").
+    ResourceError
+        The file cannot be read (no permission, I/O error).
     """
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise ResourceError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # torch raises many types for corrupt/foreign files
         raise TrainingError(
-            f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {exc})"
+            f"checkpoint {path} is corrupt or not a spoofstore checkpoint: {_load_failure(exc)}"
         ) from None
     if not isinstance(state, dict):
         raise TrainingError(f"{path}: not a trainer checkpoint (holds {type(state).__name__})")
     return state
+
+
+def _load_failure(exc: BaseException) -> str:
+    """A one-line reason for a failed ``torch.load``, without torch's advice to unpickle code.
+
+    Examples
+    --------
+    >>> _load_failure(EOFError())
+    'the file is empty or ends early'
+    """
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return "the file is empty or ends early"
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsupported:
+        return f"it holds Python objects a checkpoint never holds ({unsupported.group(1)})"
+    if "Weights only load failed" in text:
+        return "it holds Python objects a checkpoint never holds"
+    reader = re.search(r"PytorchStreamReader failed ([^.]*)", text)
+    if reader:
+        return f"truncated or damaged ({reader.group(1)})"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"not a torch.save file ({exc.__class__.__name__}{': ' if first else ''}{first[:120]})"
 
 
 def read_checkpoint(

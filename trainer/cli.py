@@ -64,6 +64,12 @@ def cli() -> None:
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress output.")
 @click.option(
+    "--verify",
+    is_flag=True,
+    default=None,
+    help="Check the store's checksums first (featstore verify); refuse it on problems.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -83,7 +89,9 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
         settings["compile"] = True
     if quiet:
         settings["progress"] = False
-    result = fit(store, config=config_file, **settings)
+    with warnings.catch_warnings():  # one 'warning: ...' line each, printed when they happen
+        warnings.showwarning = _print_warning
+        result = fit(store, config=config_file, **settings)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     if result.best_epoch and result.best_dev_eer == result.best_dev_eer:
@@ -93,6 +101,10 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
         )
     else:
         click.echo(f"done: {result.out}")
+
+
+def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 # --- score ------------------------------------------------------------------------------------
@@ -109,7 +121,12 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
 @click.option(
     "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
 )
-@click.option("--out", default=None, help="Score file [default: <run>/scores_<split>.txt].")
+@click.option(
+    "--out",
+    default=None,
+    help="Score file [default: <run>/scores_<split>.txt; <run>/scores_<storename>_<split>.txt "
+    "for a store other than the run's].",
+)
 @click.option(
     "--format",
     "format_",
@@ -127,8 +144,18 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
     help="Autocast precision of the forward passes.",
 )
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
-@click.option("--force", is_flag=True, help="Score a store whose fingerprint differs.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Score a store whose fingerprint differs; replace an --out file of another run, store "
+    "or split.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the store's checksums first (featstore verify); refuse it on problems.",
+)
 def score_cmd(format_: str | None, quiet: bool, **options) -> None:
     """Score every utterance of a store split with a trained run into one score file.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainer.errors import TrainingError
 
-__all__ = ["RESUMABLE_CHANGES", "FitConfig", "load_config_file"]
+__all__ = ["RESUMABLE_CHANGES", "FitConfig", "field_problem", "load_config_file"]
 
 RESUMABLE_CHANGES = frozenset(
     {
@@ -35,12 +35,14 @@ RESUMABLE_CHANGES = frozenset(
         "eval_batch_size",
         "progress",
         "cache_dir",
+        "verify",
     }
 )
 """Fields a resumed run may change; any other field must match the checkpoint's config."""
 
-_NOT_RECORDED = frozenset({"cache_dir"})
-"""Fields of this machine, not of the run: left out of ``config.json`` and checkpoints."""
+_NOT_RECORDED = frozenset({"cache_dir", "verify"})
+"""Fields of this machine or invocation, not of the run: left out of ``config.json`` and
+checkpoints."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class FitConfig:
         Local read cache of a store at a URL (``featstore.open_store(..., cache_dir=...)``);
         None: ``$SPOOFSTORE_CACHE_DIR`` if set. A property of this machine, not of the run:
         not recorded in ``config.json`` or checkpoints.
+    verify : bool, default False
+        Check the store end to end first (``featstore verify``: checksums, NaN/inf, index)
+        and refuse to train on a store with problems. Not recorded.
     """
 
     store: str = ""
@@ -131,37 +136,20 @@ class FitConfig:
     model_kwargs: dict = field(default_factory=dict)
     progress: bool = True
     cache_dir: str | None = None
+    verify: bool = False
 
     def validate(self) -> FitConfig:
-        """Check value ranges; raises :class:`TrainingError` naming the bad field."""
+        """Check every field's type and range; raises :class:`TrainingError` naming the field."""
         if not self.store:
             raise TrainingError("no store given")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
-        if self.crop_frames is not None:
-            positive["crop_frames"] = self.crop_frames
-        if self.eval_batch_size is not None:
-            positive["eval_batch_size"] = self.eval_batch_size
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise TrainingError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise TrainingError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.warmup < 1:
-            raise TrainingError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
-        if self.workers < 0:
-            raise TrainingError(f"workers must be >= 0, got {self.workers}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise TrainingError(
-                f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"
-            )
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            raise TrainingError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.patience is not None and self.patience < 1:
-            raise TrainingError(f"patience must be >= 1, got {self.patience}")
+        for f in fields(self):
+            problem = field_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise TrainingError(f"{f.name} {problem}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The recorded fields (``config.json``'s ``"fit"``): all but ``cache_dir``."""
+        """The recorded fields (``config.json``'s ``"fit"``): all but ``cache_dir``, ``verify``."""
         return {k: v for k, v in asdict(self).items() if k not in _NOT_RECORDED}
 
     @classmethod
@@ -181,6 +169,79 @@ class FitConfig:
         return cls(**data)
 
 
+_POSITIVE_INT = ("epochs", "batch_size")
+_OPTIONAL_POSITIVE_INT = ("crop_frames", "eval_batch_size", "patience", "threads")
+_NON_NEGATIVE_INT = ("seed", "workers")
+_BOOL = ("balance", "resume", "compile", "channels_last", "deterministic", "progress", "verify")
+_OPTIONAL_STR = ("out", "cache_dir")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for :class:`FitConfig` field ``name`` (None: nothing).
+
+    Parameters
+    ----------
+    name : str
+        A field name.
+    value : Any
+        Its value (from a ``train.toml``, a flag or the Python API).
+
+    Returns
+    -------
+    str or None
+        E.g. ``"must be a positive integer, got -3"``.
+
+    Examples
+    --------
+    >>> field_problem("epochs", -3)
+    'must be a positive integer, got -3'
+    >>> field_problem("lr", 1e-3) is None
+    True
+    """
+    if name in _POSITIVE_INT or (name in _OPTIONAL_POSITIVE_INT and value is not None):
+        if not _is_int(value) or value < 1:
+            return f"must be a positive integer, got {value!r}"
+    elif name in _NON_NEGATIVE_INT:
+        if not _is_int(value) or value < 0:
+            return f"must be an integer >= 0, got {value!r}"
+    elif name in _BOOL:
+        if not isinstance(value, bool):
+            return f"must be true or false, got {value!r}"
+    elif name == "lr" or (name == "grad_clip" and value is not None):
+        if not _is_number(value) or value <= 0:
+            return f"must be a positive number, got {value!r}"
+    elif name == "weight_decay":
+        if not _is_number(value) or value < 0:
+            return f"must be a number >= 0, got {value!r}"
+    elif name == "warmup":
+        if not _is_number(value) or not 0 <= value < 1:
+            return f"must be a fraction in [0, 1), got {value!r}"
+    elif name == "precision":
+        if value not in ("auto", "fp32", "bf16", "fp16"):
+            return f"must be auto, fp32, bf16 or fp16, got {value!r}"
+    elif name == "device":
+        if not isinstance(value, str) or not (value in ("auto", "cpu") or value.startswith("cuda")):
+            return f"must be auto, cpu or cuda[:N], got {value!r}"
+    elif name in ("store", "model", "train_split", "dev_split"):
+        if not isinstance(value, str):
+            return f"must be a string, got {value!r}"
+    elif name in _OPTIONAL_STR:
+        if value is not None and not isinstance(value, str):
+            return f"must be a string, got {value!r}"
+    elif name == "model_kwargs":
+        if not isinstance(value, Mapping):
+            return f"must be a table of model parameters, got {value!r}"
+    return None
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Fields of a ``train.toml`` (top level or a ``[fit]`` table; ``-`` or ``_`` in names).
 
@@ -197,7 +258,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     TrainingError
-        Unreadable file, bad TOML, or an unknown key.
+        Unreadable file, bad TOML, an unknown key, or a value of the wrong type or out of
+        range (``train.toml: epochs must be a positive integer, got -3``).
 
     Examples
     --------
@@ -224,5 +286,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             raise TrainingError(
                 f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}"
             )
+        problem = field_problem(name, value)
+        if problem:
+            raise TrainingError(f"{path}: {key} {problem}")
         out[name] = value
     return out

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from featstore import open_store
+from featstore.errors import StoreError
 from trainer.errors import TrainingError
 from trainer.torch_shared_memory import empty_shared
 
@@ -63,6 +64,7 @@ __all__ = [
     "normalization_stats",
     "shard_batches",
     "shared_frames",
+    "verify_or_refuse",
 ]
 
 
@@ -265,6 +267,32 @@ def shared_frames(store: Any, split: str, features: Sequence[str]) -> tuple[np.n
             )
         offsets[feature] = np.asarray(off, dtype=np.int64)
     return n_frames, offsets
+
+
+def verify_or_refuse(location: str | os.PathLike) -> None:
+    """Run ``featstore verify`` on a store; refuse it when it has any problem.
+
+    Parameters
+    ----------
+    location : str or os.PathLike
+        The store.
+
+    Raises
+    ------
+    StoreError
+        The store has problems (checksum mismatch, NaN/inf frames, broken index ...): the
+        first one and how many more, in one line.
+    """
+    from featstore.store.inspect import verify_store
+
+    problems = verify_store(location)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StoreError(
+            location,
+            f"fails verification: {problems[0]}{more}; see 'featstore verify {location}', "
+            "rebuild the store or its damaged part",
+        )
 
 
 class StoreView:

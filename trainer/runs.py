@@ -10,6 +10,7 @@ A run directory (``trainer fit`` writes it, ``trainer score`` reads it) holds::
     metrics.csv   one row per epoch (:data:`METRICS_COLUMNS`)
     tb/           TensorBoard events (only when the ``tensorboard`` package is installed)
     scores_<split>.txt (+ ``.json`` provenance)   written by ``trainer score``
+    .lock         held (``lockf``) by the one ``trainer fit`` writing the run (:func:`lock_run`)
 
 The *latest* run (:func:`latest_run`, what ``trainer score`` and ``trainer fit --resume``
 without a directory take) is the one whose newest checkpoint was written last. This module
@@ -19,16 +20,20 @@ imports neither torch nor the training loop.
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from featstore.atomic_files import write_bytes_atomic, write_json_atomic
+from featstore.errors import ResourceError
 from trainer.config import FitConfig
 from trainer.errors import TrainingError
 
@@ -45,6 +50,7 @@ __all__ = [
     "StoreRecord",
     "default_run_dir",
     "latest_run",
+    "lock_run",
     "read_metrics",
     "read_run_record",
     "resolve_checkpoint",
@@ -56,6 +62,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 CHECKPOINT_NAMES = (LAST, BEST)
 CONFIG = "config.json"
+LOCK = ".lock"
 METRICS = "metrics.csv"
 METRICS_COLUMNS = (
     "epoch",
@@ -92,17 +99,30 @@ def _optional_int(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class StoreRecord:
-    """The store a run was trained on: where it was and what it held (its fingerprint)."""
+    """The store a run was trained on: where it was and what it held (its fingerprint).
+
+    ``n_bins`` maps each feature the model read to the store's bins of it (None in records
+    written before it was recorded); scoring refuses a store whose bins differ.
+    """
 
     path: str
     fingerprint: str
     format: str
+    n_bins: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"path": self.path, "fingerprint": self.fingerprint, "format": self.format}
+        if self.n_bins is not None:
+            data["n_bins"] = dict(self.n_bins)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: object) -> StoreRecord:
         """Read ``config.json``'s ``"store"``; raises :class:`TrainingError` naming ``source``."""
+        n_bins = data.get("n_bins")
         return cls(
-            *(str(_field(data, n, source, "store")) for n in ("path", "fingerprint", "format"))
+            *(str(_field(data, n, source, "store")) for n in ("path", "fingerprint", "format")),
+            n_bins=None if n_bins is None else {str(f): int(n) for f, n in dict(n_bins).items()},
         )
 
 
@@ -193,11 +213,7 @@ class RunRecord:
         """Plain JSON types only (so a checkpoint holding it loads with ``weights_only``)."""
         data = {
             "fit": self.fit.to_dict(),
-            "store": {
-                "path": self.store.path,
-                "fingerprint": self.store.fingerprint,
-                "format": self.store.format,
-            },
+            "store": self.store.to_dict(),
             "model": self.model.to_dict(),
             "runtime": {
                 "device": self.runtime.device,
@@ -250,8 +266,84 @@ def read_run_record(run: str | os.PathLike) -> RunRecord:
 
 
 def write_run_record(run: str | os.PathLike, record: RunRecord) -> Path:
-    """Write ``run/config.json`` atomically; returns its path."""
-    return write_json_atomic(Path(run) / CONFIG, record.to_dict(), indent=2)
+    """Write ``run/config.json`` atomically; returns its path (:class:`ResourceError` if not)."""
+    path = Path(run) / CONFIG
+    try:
+        return write_json_atomic(path, record.to_dict(), indent=2)
+    except OSError as exc:
+        raise ResourceError(f"cannot write {path}: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device (disk full or quota exceeded)"
+    return exc.strerror or str(exc)
+
+
+# --- one writer per run ----------------------------------------------------------------------
+
+
+@contextmanager
+def lock_run(run: str | os.PathLike) -> Iterator[Path]:
+    """Hold the run directory's lock while writing it; a second writer gets an error.
+
+    The lock is a POSIX ``lockf`` lock on ``run/.lock`` (as ``featstore build`` locks a
+    store): it belongs to this process, is released when the block exits (on errors too) and
+    by the kernel when the process dies, so a killed run leaves no stale lock behind.
+
+    Parameters
+    ----------
+    run : str or os.PathLike
+        The run directory (created if missing).
+
+    Yields
+    ------
+    Path
+        ``run``.
+
+    Raises
+    ------
+    ResourceError
+        Another process holds the lock (a ``trainer fit`` writing this run right now), or the
+        directory cannot be created or the lock file opened.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with lock_run(tempfile.mkdtemp()) as run:
+    ...     (run / LOCK).is_file()
+    True
+    """
+    run = Path(run)
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fh = open(run / LOCK, "a+")  # closed after the block
+    except OSError as exc:
+        raise ResourceError(f"{run}: cannot create the run directory ({exc.strerror})") from None
+    try:
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ResourceError(
+            f"{run}: another 'trainer fit' is writing this run directory right now; wait for "
+            "it to end or choose another --out"
+        ) from None
+    try:
+        yield run
+    finally:
+        if created:  # a run that failed before writing anything leaves no directory behind
+            _remove_if_only_lock(run)
+        fh.close()
+
+
+def _remove_if_only_lock(run: Path) -> None:
+    try:
+        if {p.name for p in run.iterdir()} == {LOCK}:
+            (run / LOCK).unlink()
+            run.rmdir()
+    except OSError:  # best effort: someone else is using the directory
+        pass
 
 
 # --- metrics.csv ------------------------------------------------------------------------------
@@ -271,13 +363,19 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def write_metrics(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Replace ``metrics.csv`` with ``rows`` atomically (floats with 6 significant digits)."""
+    """Replace ``metrics.csv`` with ``rows`` atomically (floats with 6 significant digits).
+
+    Raises :class:`featstore.errors.ResourceError` when it cannot be written (disk full).
+    """
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=METRICS_COLUMNS)
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _format_value(row[k]) for k in METRICS_COLUMNS})
-    return write_bytes_atomic(path, text.getvalue().encode("utf-8"))
+    try:
+        return write_bytes_atomic(path, text.getvalue().encode("utf-8"))
+    except OSError as exc:
+        raise ResourceError(f"cannot write {path}: {_os_reason(exc)}") from None
 
 
 def _format_value(value: Any) -> str:

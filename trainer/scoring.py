@@ -7,7 +7,8 @@
 - the store the run was trained on (path and fingerprint recorded in the checkpoint's
   run record, the same record as the run's ``config.json``);
 
-and writes ``<run>/scores_<split>.txt`` plus a provenance sidecar ``<run>/scores_<split>.txt.json``.
+and writes ``<run>/scores_<split>.txt`` plus a provenance sidecar ``<run>/scores_<split>.txt.json``
+(``<run>/scores_<storename>_<split>.txt`` for a store other than the run's training store).
 
 Scoring goes through named phases: :func:`_resolve_run` (run directory, checkpoint, run
 record), :func:`_open_matching_store` (the store, checked against the run's fingerprint),
@@ -50,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -69,7 +71,7 @@ from featstore.atomic_files import write_bytes_atomic
 from featstore.errors import StoreError
 from trainer import inference
 from trainer.checkpoint import Checkpoint, read_checkpoint
-from trainer.data import EvalBatches, FeatureNormalizer, normalization_stats
+from trainer.data import EvalBatches, FeatureNormalizer, normalization_stats, verify_or_refuse
 from trainer.errors import ScoreFileError, TrainingError
 from trainer.runs import RunRecord, latest_run, read_run_record, resolve_checkpoint
 from trainer.scorefiles import SCORE_FORMATS, write_score_file
@@ -95,6 +97,7 @@ def score(
     force: bool = False,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    verify: bool = False,
 ) -> Path:
     """Score every utterance of a store split with a trained run; write one score file.
 
@@ -110,7 +113,10 @@ def score(
     checkpoint : {"best", "last"} or path, default "best"
         Which weights (see :func:`trainer.runs.resolve_checkpoint`).
     out : str or os.PathLike, optional
-        Score file; default ``<run>/scores_<split>.txt``. Provenance goes to ``<out>.json``.
+        Score file; default ``<run>/scores_<split>.txt`` for the run's training store and
+        ``<run>/scores_<storename>_<split>.txt`` for another store. Provenance goes to
+        ``<out>.json``. An existing file of another run, store or split (its sidecar says) is
+        not replaced unless ``force``.
     format : {"asvspoof2019", "asvspoof2021", "asvspoof5"}, optional
         Layout (see the module docstring); default ``asvspoof2019``, or ``asvspoof2021``
         when the split has utterances without a key.
@@ -125,12 +131,15 @@ def score(
     workers : int, default 0
         DataLoader worker processes.
     force : bool, default False
-        Score a store whose fingerprint differs from the run's.
+        Score a store whose fingerprint differs from the run's (with a warning); replace an
+        ``out`` file of another run, store or split.
     progress : bool, default True
         Print the chosen run and a tqdm bar (utterances/s) on stderr.
     cache_dir : str or os.PathLike, optional
         Local read cache of a store at a URL (see :func:`featstore.open_store`); default
         ``$SPOOFSTORE_CACHE_DIR`` if set.
+    verify : bool, default False
+        Check the store end to end first (``featstore verify``) and refuse it on problems.
 
     Returns
     -------
@@ -141,8 +150,11 @@ def score(
     ------
     TrainingError
         No run, no checkpoint, an unusable checkpoint, a bad setting.
+    ScoreFileError
+        ``out`` holds scores of another run, store or split (without ``force``).
     StoreError
-        Missing store, unknown split, fingerprint mismatch (without ``force``), or
+        Missing store, unknown split, fingerprint mismatch (without ``force``), bins of a
+        feature other than the run's, a store failing verification (``verify``), or
         ``asvspoof2019`` asked for a split without keys.
     ValueError
         Unknown format.
@@ -160,11 +172,17 @@ def score(
             tqdm.write(message, file=sys.stderr)
 
     trained = _resolve_run(run, checkpoint, log)
+    if verify:
+        where = os.fspath(store) if store is not None else trained.record.store.path
+        log(f"verifying {where} ...")
+        verify_or_refuse(where)
     st = _open_matching_store(trained, store, force, cache_dir)
     target = _select_split(st, split, format, log)
+    out_path = Path(out) if out is not None else _default_score_path(trained, st, split)
+    if not force:
+        _refuse_foreign_overwrite(out_path, trained, st, split)
     model = _load_model(trained, st, split, device, batch_size, cache_dir)
     result = _infer(model, st, target, precision, workers, progress)
-    out_path = Path(out) if out is not None else trained.run / f"scores_{split}.txt"
     _write_with_provenance(out_path, trained, st, target, model, result, precision)
     n, seconds = len(target.utt_ids), result.seconds
     log(
@@ -244,7 +262,13 @@ def _open_matching_store(
                 exc.path, f"{exc.message} (the run's training store; pass --store)"
             ) from None
         raise
-    if st.fingerprint != recorded.fingerprint and not force:
+    if st.fingerprint != recorded.fingerprint and force:
+        warnings.warn(
+            f"{st.path}: store fingerprint {st.fingerprint[:16]} differs from the run's "
+            f"({recorded.fingerprint[:16]}); scoring it anyway (--force)",
+            stacklevel=4,
+        )
+    elif st.fingerprint != recorded.fingerprint:
         raise StoreError(
             st.path,
             f"store fingerprint {st.fingerprint[:16]} differs from the one run {trained.run} was "
@@ -293,6 +317,45 @@ def _select_split(st: Any, split: str, format: str | None, log: Callable[[str], 
     )
 
 
+def _default_score_path(trained: _TrainedRun, st: Any, split: str) -> Path:
+    """The default score file: ``<run>/scores_[<storename>_]<split>.txt``.
+
+    No store name for the run's training store (``trainer score --split eval`` ->
+    ``<run>/scores_eval.txt``); another store's name keeps the files of two stores apart.
+    """
+    if _location(st.path) == _location(trained.record.store.path):
+        return trained.run / f"scores_{split}.txt"
+    name = st.path.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".zarr", ".h5", ".hdf5"):
+        name = name.removesuffix(suffix)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "store"
+    return trained.run / f"scores_{name}_{split}.txt"
+
+
+def _refuse_foreign_overwrite(out_path: Path, trained: _TrainedRun, st: Any, split: str) -> None:
+    """Refuse to replace a score file of another run, store or split (its sidecar says)."""
+    if not out_path.exists():
+        return
+    sidecar = out_path.with_name(out_path.name + ".json")
+    try:
+        info = json.loads(sidecar.read_text())
+        was = (str(info["run"]), str(info["store"]["path"]), str(info["split"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ScoreFileError(
+            out_path,
+            f"exists and has no readable provenance sidecar ({sidecar.name}) saying what it "
+            "scored; pass --force to overwrite it, or choose another --out",
+        ) from None
+    now = (os.path.abspath(trained.run), _location(st.path), split)
+    if was != now:
+        raise ScoreFileError(
+            out_path,
+            f"holds scores of split {was[2]!r} of store {was[1]} by run {was[0]}; not "
+            f"overwriting them with split {now[2]!r} of store {now[1]} by run {now[0]}: pass "
+            "--force, or choose another --out",
+        )
+
+
 # --- phase 3: the model -----------------------------------------------------------------------
 
 
@@ -320,6 +383,7 @@ def _load_model(
         record.model, trained.checkpoint.weights, trained.checkpoint_path
     )
     features = {f: int(net.n_bins[f]) for f in net.features}
+    _check_store_bins(trained, st, features)
     dev = inference.resolve_device(device, auto_cuda=record.runtime.device.startswith("cuda"))
     normalizer, norm_source = _normalizer(trained, st, features, cache_dir)
     if batch_size is None:
@@ -328,6 +392,28 @@ def _load_model(
     net.to(dev)
     normalizer.to(dev)
     return _LoadedModel(net, normalizer, norm_source, dataset, dev, batch_size)
+
+
+def _check_store_bins(trained: _TrainedRun, st: Any, features: dict[str, int]) -> None:
+    """Refuse a store whose bins of a feature differ from the training store's (even forced).
+
+    Runs recorded before the training store's bins were (no ``store.n_bins``) need at least
+    the bins the model reads.
+    """
+    recorded = trained.record.store.n_bins or {}
+    for f, n in features.items():
+        if f not in st.features:
+            raise StoreError(
+                st.path, f"has no feature {f!r}, which run {trained.run} reads (model {n} bins)"
+            )
+        have = int(st.features[f]["n_bins"])
+        want = recorded.get(f)
+        if (want is not None and have != want) or have < n:
+            raise StoreError(
+                st.path,
+                f"{f} has {have} bins, run {trained.run} was trained on {want or n}; score a "
+                "store built with the run's feature parameters",
+            )
 
 
 def _normalizer(

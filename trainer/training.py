@@ -30,6 +30,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from featstore import open_store
 from featstore._version import __version__
+from featstore.errors import StoreError
 from trainer import checkpoint, models
 from trainer.checkpoint import Checkpoint, TrainingState
 from trainer.config import RESUMABLE_CHANGES, FitConfig, load_config_file
@@ -52,6 +54,7 @@ from trainer.data import (
     FeatureNormalizer,
     make_loader,
     normalization_stats,
+    verify_or_refuse,
 )
 from trainer.errors import TrainingError
 from trainer.inference import autocast, evaluate, resolve_device
@@ -66,6 +69,7 @@ from trainer.runs import (
     StoreRecord,
     default_run_dir,
     latest_run,
+    lock_run,
     read_metrics,
     write_metrics,
     write_run_record,
@@ -157,7 +161,9 @@ def fit(
     dist = _init_distributed(str(explicit.get("device", "auto")))
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(_plan_run(explicit, dist), dist)
+        explicit["out"] = os.fspath(_run_dir(explicit, dist))
+        with lock_run(explicit["out"]) if dist.main else nullcontext():
+            return _train(_plan_run(explicit, dist), dist)
     finally:  # leave the process as it was (threads and determinism are process-wide)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -261,20 +267,40 @@ class _RunPlan:
         return self.out / LAST
 
 
-def _plan_run(explicit: Mapping[str, Any], dist: _Dist) -> _RunPlan:
-    """Choose the run directory (rank 0 decides), load ``last.pt`` to resume, merge the config."""
-    model_name = explicit.get("model", FitConfig.model)
+def _run_dir(explicit: Mapping[str, Any], dist: _Dist) -> Path:
+    """The run directory: ``out``, else the latest run to resume or a new one (rank 0 decides).
+
+    With ``resume``, the directory must hold a ``last.pt``.
+    """
     out = explicit.get("out")
-    resume = bool(explicit.get("resume", False))
     if out is None:
-        latest = _latest_run_of(model_name) if resume else None
+        model_name = explicit.get("model", FitConfig.model)
+        latest = _latest_run_of(model_name) if explicit.get("resume", False) else None
+        if explicit.get("resume", False) and latest is None:
+            raise TrainingError(
+                f"nothing to resume: no {model_name} run with a last.pt under "
+                f"{os.path.abspath('runs')}; pass --out RUN_DIR, or start a run without --resume"
+            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = os.fspath(latest or default_run_dir(model_name, stamp))
         out = dist.broadcast(out)
     out = Path(out)
+    if explicit.get("resume", False) and not (out / LAST).is_file():
+        raise TrainingError(
+            f"nothing to resume in {out}: no {LAST}"
+            + (" (the run never finished an epoch)" if out.is_dir() else " (no such directory)")
+            + "; run without --resume to start it afresh"
+        )
+    return out
+
+
+def _plan_run(explicit: Mapping[str, Any], dist: _Dist) -> _RunPlan:
+    """Load ``last.pt`` of the run directory (:func:`_run_dir`) to resume, merge the config."""
+    out = _run_dir(explicit, dist)
+    resume = bool(explicit.get("resume", False))
     last = out / LAST
-    if not (resume and last.is_file()):
-        if not resume and last.exists():
+    if not resume:
+        if last.exists():
             raise TrainingError(
                 f"{out}: already holds a run (last.pt); pass --resume to continue "
                 "it or choose another --out"
@@ -338,6 +364,8 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
     cfg = plan.cfg
     device, precision = _configure_runtime(cfg, dist)
     log(f"run directory: {plan.out}")
+    if cfg.verify:
+        _verify_store(cfg, dist, log)
     store = open_store(cfg.store, mode="r", cache_dir=cfg.cache_dir)
     if plan.resume is not None and plan.resume.run.store.fingerprint != store.fingerprint:
         raise TrainingError(
@@ -345,8 +373,13 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
             f"one the run was trained on ({plan.resume.run.store.fingerprint}); resume on the "
             "same store"
         )
-    net, model = _build_model(cfg)
+    net, model = _build_model(cfg, store)
     cfg = replace(cfg, crop_frames=int(cfg.crop_frames or model.train_frames))
+    if cfg.crop_frames < net.min_frames:
+        raise TrainingError(
+            f"crop_frames {cfg.crop_frames} is shorter than model {cfg.model!r}'s minimum of "
+            f"{net.min_frames} frames; use --crop-frames {net.min_frames} or more"
+        )
     features = dict(model.n_bins)
     train_set = CropBatches(
         store,
@@ -359,6 +392,7 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
         rank=dist.rank,
         world_size=dist.world_size,
     )
+    _check_train_split(cfg, store, train_set, dist)
     dev_set = _dev_set(cfg, store, model, dist)
     norm_stats = normalization_stats(store, features)
     normalizer = FeatureNormalizer(norm_stats).to(device)
@@ -380,6 +414,7 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
             path=store.path if "://" in store.path else os.path.abspath(store.path),
             fingerprint=store.fingerprint,
             format=store.format,
+            n_bins={f: int(store.features[f]["n_bins"]) for f in model.features},
         ),
         model=model,
         runtime=RuntimeRecord(
@@ -405,6 +440,20 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
     )
+
+
+def _verify_store(cfg: FitConfig, dist: _Dist, log: Callable[[str], None]) -> None:
+    """``featstore verify`` the store (rank 0 reads it; every rank refuses on problems)."""
+    problem = None
+    if dist.main:
+        log(f"verifying {cfg.store} ...")
+        try:
+            verify_or_refuse(cfg.store)
+        except StoreError as exc:
+            problem = (exc.path, exc.message)
+    problem = dist.broadcast(problem)
+    if problem is not None:
+        raise StoreError(*problem)
 
 
 def _configure_runtime(cfg: FitConfig, dist: _Dist) -> tuple[torch.device, str]:
@@ -433,16 +482,44 @@ def _resolve_precision(pref: str, device: torch.device) -> str:
     return "fp32" if pref == "auto" else pref
 
 
-def _build_model(cfg: FitConfig) -> tuple[nn.Module, ModelRecord]:
-    """The seeded, freshly initialised model and its record."""
+def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
+    """The seeded, freshly initialised model for the store's bins, and its record.
+
+    A model is built for the bins the store holds of each feature it reads (its ``n_bins``
+    parameter, unless ``model_kwargs`` sets it), so that no bin is silently left out; a model
+    that cannot take them is refused, naming both numbers. The record's ``kwargs`` hold the
+    derived ``n_bins``, so scoring rebuilds the same model.
+    """
     if cfg.model not in models.MODELS:
         raise TrainingError(f"unknown model {cfg.model!r}; available: {', '.join(models.MODELS)}")
+    missing = [f for f in models.MODELS[cfg.model].features if f not in store.features]
+    if missing:
+        raise TrainingError(
+            f"{store.path}: model {cfg.model!r} reads feature(s) {', '.join(missing)}, the store "
+            f"has {', '.join(store.features)}; build a store with them (featstore build "
+            "--features ...)"
+        )
+    store_bins = {f: int(store.features[f]["n_bins"]) for f in models.MODELS[cfg.model].features}
+    kwargs = dict(cfg.model_kwargs)
     _seed_everything(cfg.seed)
-    net = models.build_model(cfg.model, **cfg.model_kwargs)
+    net = models.build_model(cfg.model, **kwargs)
+    wanted = {f: store_bins[f] - int(net.unused_bins.get(f, 0)) for f in net.features}
+    if "n_bins" not in kwargs and any(net.n_bins[f] != wanted[f] for f in net.features):
+        kwargs["n_bins"] = _single_bin_count(cfg.model, net, store_bins, wanted)
+        _seed_everything(cfg.seed)
+        try:
+            net = models.build_model(cfg.model, **kwargs)
+        except models.ModelError as exc:
+            raise TrainingError(
+                f"{store.path}: model {cfg.model!r} cannot take the store's "
+                + _bins_text(store_bins)
+                + f" (it is built for {_bins_text(net.n_bins)}): {exc}"
+            ) from None
+    _check_model_bins(cfg.model, net, store_bins, wanted, store.path)
     hop = getattr(net, "eval_hop", None)
     record = ModelRecord(
         name=cfg.model,
-        kwargs=dict(cfg.model_kwargs),
+        kwargs=kwargs,
         features=tuple(net.features),
         n_bins={f: int(net.n_bins[f]) for f in net.features},
         train_frames=int(net.train_frames),
@@ -451,6 +528,71 @@ def _build_model(cfg: FitConfig) -> tuple[nn.Module, ModelRecord]:
         parameters=int(sum(p.numel() for p in net.parameters())),
     )
     return net, record
+
+
+def _bins_text(bins: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {f} bins" for f, n in bins.items())
+
+
+def _single_bin_count(
+    model: str, net: nn.Module, store_bins: Mapping[str, int], wanted: Mapping[str, int]
+) -> int:
+    """The one ``n_bins`` the model's features need (models take one count for all)."""
+    counts = set(wanted.values())
+    if len(counts) > 1:
+        used = ", ".join(
+            f"{f} {store_bins[f]}" + (f" ({wanted[f]} used)" if wanted[f] != store_bins[f] else "")
+            for f in net.features
+        )
+        raise TrainingError(
+            f"model {model!r} takes the same number of bins of each feature, the store has "
+            f"{used}; build the store with matching feature parameters"
+        )
+    return counts.pop()
+
+
+def _check_model_bins(
+    model: str,
+    net: nn.Module,
+    store_bins: Mapping[str, int],
+    wanted: Mapping[str, int],
+    where: str,
+) -> None:
+    """Refuse a model needing more bins than the store has; warn when it leaves bins out."""
+    for f in net.features:
+        n = int(net.n_bins[f])
+        if n > wanted[f]:
+            raise TrainingError(
+                f"{where}: model {model!r} takes {n} bins of {f!r}, the store has "
+                f"{store_bins[f]}; drop n_bins from model_kwargs or build the store with "
+                "matching feature parameters"
+            )
+        if n < wanted[f]:
+            warnings.warn(
+                f"model {model!r} uses only the first {n} of the store's {store_bins[f]} {f} "
+                f"bins (model_kwargs n_bins = {n}); the other {wanted[f] - n} are ignored",
+                stacklevel=5,
+            )
+
+
+def _check_train_split(cfg: FitConfig, store: Any, train_set: CropBatches, dist: _Dist) -> None:
+    """Refuse a one-class train split; say so when every crop is longer than its utterance."""
+    n_spoof, n_bonafide = (int(n) for n in train_set.class_counts())
+    if not (n_spoof and n_bonafide):
+        only, n = ("spoof", n_spoof) if n_spoof else ("bona fide", n_bonafide)
+        raise TrainingError(
+            f"{store.path}: split {cfg.train_split!r} has only {only} utterances ({n}); cannot "
+            "train a bona fide/spoof classifier on one class"
+        )
+    usable = train_set.n_frames[(train_set.n_frames > 0) & (train_set.labels >= 0)]
+    longest = int(usable.max())
+    if dist.main and cfg.crop_frames > longest:
+        warnings.warn(
+            f"crop_frames {cfg.crop_frames} is longer than every utterance of split "
+            f"{cfg.train_split!r} (the longest has {longest} frames): every crop repeats its "
+            "utterance from its first frame (wrapped) to fill the crop",
+            stacklevel=4,
+        )
 
 
 def _dev_set(cfg: FitConfig, store: Any, model: ModelRecord, dist: _Dist) -> EvalBatches | None:
@@ -464,7 +606,7 @@ def _dev_set(cfg: FitConfig, store: Any, model: ModelRecord, dist: _Dist) -> Eva
         return None
     if not dist.main:
         return None
-    return EvalBatches(
+    dev = EvalBatches(
         store,
         dict(model.n_bins),
         cfg.dev_split,
@@ -472,6 +614,16 @@ def _dev_set(cfg: FitConfig, store: Any, model: ModelRecord, dist: _Dist) -> Eva
         model.eval_window,
         model.eval_hop,
     )
+    labels = np.asarray(dev.labels)
+    n_spoof, n_bonafide = int(np.sum(labels == 0)), int(np.sum(labels == 1))
+    if not (n_spoof and n_bonafide):
+        warnings.warn(
+            f"{store.path}: split {cfg.dev_split!r} has {n_bonafide} bona fide and {n_spoof} "
+            "spoof utterances: the dev EER is undefined (needs both); best.pt follows the last "
+            "epoch and patience never stops the run",
+            stacklevel=4,
+        )
+    return dev
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:

@@ -369,6 +369,8 @@ class GRCNN(CountermeasureModel):
         self.eval_window = eval_window
         self.eval_hop = None if eval_window is None else (eval_hop or eval_window // 2)
         self.min_frames = window
+        # MGD has n_fft // 2 + 1 bins: the Nyquist bin is left out (257 -> 256)
+        self.unused_bins = {"mgd": 1} if "mgd" in self.features else {}
         self.streams = nn.ModuleDict(
             {
                 f: GRCNNStream(

@@ -55,6 +55,10 @@ class CountermeasureModel(nn.Module):
         Window hop (frames) when :attr:`eval_window` is set.
     min_frames : int
         Inputs shorter than this are wrapped (repeated from their start) up to it.
+    unused_bins : Mapping of str to int
+        Trailing store bins of a feature the model leaves out by design (GRCNN: MGD's
+        Nyquist bin, 257 store bins -> 256); a store feature must have exactly
+        ``n_bins + unused_bins`` bins. Default: none.
     """
 
     features: tuple[str, ...]
@@ -63,6 +67,7 @@ class CountermeasureModel(nn.Module):
     eval_window: int | None
     eval_hop: int | None
     min_frames: int
+    unused_bins: Mapping[str, int] = MappingProxyType({})
 
     def inputs(self, given: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Check the keyword inputs and return them in :attr:`features` order.
