@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_batch_size",
         "progress",
         "cache_dir",
+        "tensorboard",
     }
 )
 """Fields a resumed run may change; any other field must match the checkpoint's config."""
@@ -102,6 +103,10 @@ class FitConfig:
         Local read cache of a store at a URL (``featstore.open_store(..., cache_dir=...)``);
         None: ``$SPOOFSTORE_CACHE_DIR`` if set. A property of this machine, not of the run:
         not recorded in ``config.json`` or checkpoints.
+    tensorboard : bool or None
+        TensorBoard events in ``<out>/tb``: True requires the ``tensorboard`` package
+        (``pip install 'spoofstore[tensorboard]'``), False never writes them, None writes
+        them when the package is installed.
     """
 
     store: str = ""
@@ -131,6 +136,7 @@ class FitConfig:
     model_kwargs: dict = field(default_factory=dict)
     progress: bool = True
     cache_dir: str | None = None
+    tensorboard: bool | None = None
 
     def validate(self) -> FitConfig:
         """Check value ranges; raises :class:`TrainingError` naming the bad field."""
@@ -182,7 +188,12 @@ class FitConfig:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Fields of a ``train.toml`` (top level or a ``[fit]`` table; ``-`` or ``_`` in names).
+    """Fields of a ``train.toml``: :class:`FitConfig` fields, with ``-`` or ``_`` in names.
+
+    The fields sit either at the top level or, all of them, in a ``[fit]`` table (then
+    nothing else may sit at the top level). TOML has no null: leave a field out for its
+    default, and write ``grad_clip = 0`` for no gradient clipping. ``docs/config.md`` lists
+    every field.
 
     Parameters
     ----------
@@ -192,12 +203,14 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        FitConfig field -> value.
+        FitConfig field -> value, as written (values are not range-checked here; see
+        :meth:`FitConfig.validate`).
 
     Raises
     ------
     TrainingError
-        Unreadable file, bad TOML, or an unknown key.
+        Unreadable file, bad TOML, an unknown key, a key outside ``[fit]`` next to it, or a
+        value of the wrong type (``epochs = "3"``).
 
     Examples
     --------
@@ -206,23 +219,66 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     >>> _ = p.write_text('epochs = 3\\nbatch-size = 8\\n')
     >>> load_config_file(p)
     {'epochs': 3, 'batch_size': 8}
+    >>> _ = p.write_text('[fit]\\nepochs = 3\\nmodel-kwargs = { dropout = 0.2 }\\n')
+    >>> load_config_file(p)
+    {'epochs': 3, 'model_kwargs': {'dropout': 0.2}}
     """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise TrainingError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise TrainingError(f"{path}: cannot read config (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise TrainingError(f"{path}: invalid TOML ({exc})") from None
     if isinstance(data.get("fit"), dict):
+        outside = sorted(k for k in data if k != "fit")
+        if outside:
+            raise TrainingError(
+                f"{path}: key(s) {', '.join(outside)} outside the [fit] table would be "
+                "ignored; move them into [fit] (or drop the [fit] header)"
+            )
         data = data["fit"]
-    valid = {f.name for f in fields(FitConfig)}
+    types = {f.name: f.type for f in fields(FitConfig)}
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name not in valid:
+        if name not in types:
             raise TrainingError(
-                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}"
+                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(types))}"
             )
+        if name in out:
+            raise TrainingError(f"{path}: {name!r} is given twice (as '-' and '_' spellings)")
+        _check_toml_type(path, key, value, str(types[name]))
         out[name] = value
     return out
+
+
+_TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "dict": (dict,),
+}
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "dict": "a table ({ name = value, ... })",
+}
+
+
+def _check_toml_type(path: Path, key: str, value: Any, annotation: str) -> None:
+    """Raise :class:`TrainingError` unless ``value`` fits the field's ``annotation``."""
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
+    for kind in kinds:
+        allowed = _TOML_TYPES.get(kind)
+        if allowed is None:  # a type this check does not know: leave it to FitConfig
+            return
+        if isinstance(value, allowed) and (kind == "bool" or not isinstance(value, bool)):
+            return
+    want = " or ".join(_TYPE_NAMES[k] for k in kinds)
+    raise TrainingError(f"{path}: {key} must be {want}, got {value!r}")
