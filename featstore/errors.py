@@ -1,7 +1,8 @@
 """Typed errors users can act on.
 
 Every error that bad *input* can cause derives from :class:`SpoofstoreError`. The command-line
-tools print ``error: <message>`` on one line and exit with code 2 for these; anything else is
+tools print ``error: <message>`` on one line and exit with code 2 for these (code 1 for a
+:class:`ResourceError`, a fault of the environment rather than of the input); anything else is
 a bug and keeps its traceback.
 """
 
@@ -58,4 +59,13 @@ class ConfigError(FeatureError):
 
     A :class:`FeatureError` too: ``except FeatureError`` also catches bad feature parameters.
     An unknown feature *name* is a plain :class:`FeatureError`.
+    """
+
+
+class ResourceError(SpoofstoreError):
+    """The environment, not the input, stops the work (the command-line tools exit with 1).
+
+    Disk full, no permission, a lock held by another process, missing credentials, an
+    optional package that is not installed: the input is fine, running again once the
+    condition is gone will work.
     """
