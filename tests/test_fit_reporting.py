@@ -292,3 +292,29 @@ def test_memory_warning_comes_before_training_and_lands_in_the_log(
         trainer.fit(store_path, out=out, **FAST)
     log = _log(out)
     assert log.index("warning: grcnn at --batch-size 4") < log.index("epoch 1/1: train_loss")
+
+
+@pytest.mark.slow
+def test_cli_prints_warnings_as_one_line_and_the_estimate(store_path, tmp_path):
+    code = (
+        "import sys, trainer.memory, trainer.training; "
+        "trainer.memory.available_memory = lambda: 1_000_000; "
+        "trainer.training._ESTIMATE_BATCHES = 2; "
+        "from trainer.cli import main; main(sys.argv[1:])"
+    )
+    out = tmp_path / "r"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "fit", store_path, "--out", str(out), "--epochs", "1",
+         "--batch-size", "2", "--crop-frames", "32", "--workers", "0", "--threads", "1",
+         "--model-arg", "n_bins=32", "--model-arg", "embedding_size=32",
+         "--model-arg", "eval_window=32", "--model-arg", "eval_hop=32"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warning = [ln for ln in proc.stderr.splitlines() if "grcnn at --batch-size 2" in ln]
+    assert len(warning) == 1 and warning[0].lstrip().startswith("warning: grcnn at")
+    assert "UserWarning" not in proc.stderr
+    assert "estimate: epoch 1 takes about" in proc.stdout
+    log = _log(out)
+    assert "warning: grcnn at --batch-size 2" in log and "estimate: epoch 1" in log
+    assert "--model-arg n_bins=32" in log  # the session header keeps the command line
