@@ -269,7 +269,7 @@ def test_resuming_a_corrupt_last_pt_is_exit_2(stores, tmp_path, capsys):
     [
         ("epochs = -1", "epochs must be a positive integer, got -1"),
         ("epochs = 0", "epochs must be a positive integer, got 0"),
-        ("epochs = '3'", "epochs must be a positive integer, got '3'"),
+        ("epochs = '3'", "epochs must be an integer, got '3'"),
         ("batch-size = -4", "batch-size must be a positive integer, got -4"),
         ("crop_frames = -5", "crop_frames must be a positive integer, got -5"),
         ("eval_batch_size = 0", "eval_batch_size must be a positive integer, got 0"),
@@ -277,13 +277,13 @@ def test_resuming_a_corrupt_last_pt_is_exit_2(stores, tmp_path, capsys):
         ("lr = 0", "lr must be a positive number, got 0"),
         ("weight_decay = -1e-2", "weight_decay must be a number >= 0, got -0.01"),
         ("warmup = 1.5", "warmup must be a fraction in [0, 1), got 1.5"),
-        ("grad_clip = 0", "grad_clip must be a positive number, got 0"),
+        ("grad_clip = -1", "grad_clip must be a number >= 0 (0: no clipping), got -1"),
         ("workers = -1", "workers must be an integer >= 0, got -1"),
         ("seed = -3", "seed must be an integer >= 0, got -3"),
         ("threads = 0", "threads must be a positive integer, got 0"),
         ("patience = 0", "patience must be a positive integer, got 0"),
         ("balance = 1", "balance must be true or false, got 1"),
-        ("model_kwargs = 3", "model_kwargs must be a table of model parameters, got 3"),
+        ("model_kwargs = 3", "model_kwargs must be a table ({ name = value, ... }), got 3"),
     ],
 )
 def test_out_of_range_config_values_name_file_and_field(tmp_path, line, message):

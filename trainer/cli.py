@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,14 +31,67 @@ def cli() -> None:
 # --- fit --------------------------------------------------------------------------------------
 
 
-@cli.command("fit")
-@click.argument("store", type=click.Path())
-@click.option("--model", default=None, help="Model name [default: grcnn].")
+class _FitCommand(click.Command):
+    """``trainer fit``, whose help ends with the registered models and the features each needs.
+
+    The model registry imports torch, so it is read only when the help is shown.
+    """
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Models (--model) and the store features each needs"):
+            formatter.write_dl(_model_rows())
+        super().format_epilog(ctx, formatter)
+
+
+def _model_rows() -> list[tuple[str, str]]:
+    from trainer.models import MODELS
+
+    return [
+        (name, f"{', '.join(spec.features)}: {spec.description}".rstrip(": "))
+        for name, spec in sorted(MODELS.items())
+    ]
+
+
+def _parse_model_args(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    """``--model-arg KEY=VALUE`` (repeatable) -> dict; values are TOML literals or strings."""
+    import tomllib
+
+    out = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx, param)
+        try:
+            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text.strip()  # a bare word: a string
+    return out or None
+
+
+@cli.command("fit", cls=_FitCommand)
+@click.argument("store", type=click.Path(), required=False)
+@click.option("--model", default=None, help="Model name (listed below) [default: grcnn].")
 @click.option("--out", default=None, help="Run directory [default: runs/<model>-<time>].")
 @click.option("--epochs", type=int, default=None, help="Epochs [default: 20].")
 @click.option("--batch-size", type=int, default=None, help="Crops per step [default: 32].")
 @click.option("--crop-frames", type=int, default=None, help="Crop length [default: model's].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 3e-4].")
+@click.option(
+    "--weight-decay", type=float, default=None, help="AdamW weight decay [default: 0.01]."
+)
+@click.option(
+    "--warmup",
+    type=float,
+    default=None,
+    help="Fraction of all steps in linear LR warm-up, then cosine decay [default: 0.05].",
+)
+@click.option(
+    "--grad-clip",
+    type=float,
+    default=None,
+    help="Max global gradient norm; 0 turns clipping off [default: 5.0].",
+)
 @click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
 @click.option("--device", default=None, help="auto|cpu|cuda[:N] [default: auto].")
 @click.option(
@@ -56,13 +110,52 @@ def cli() -> None:
 @click.option(
     "--balance/--no-balance",
     default=None,
-    help="Class-balanced crops instead of a class-weighted loss.",
+    help="Class-balanced crops instead of a class-weighted loss [default: no-balance].",
 )
 @click.option("--resume", is_flag=True, default=False, help="Continue the run from last.pt.")
 @click.option("--patience", type=int, default=None, help="Early stopping after N bad epochs.")
-@click.option("--compile", "compile_", is_flag=True, default=False, help="torch.compile.")
+@click.option("--train-split", default=None, help="Store split to train on [default: train].")
+@click.option("--dev-split", default=None, help="Store split to validate on [default: dev].")
+@click.option(
+    "--eval-batch-size",
+    type=int,
+    default=None,
+    help="Segments per dev batch [default: --batch-size].",
+)
+@click.option(
+    "--model-arg",
+    "model_kwargs",
+    multiple=True,
+    callback=_parse_model_args,
+    metavar="KEY=VALUE",
+    help="Model parameter (repeatable), e.g. dropout=0.2; replaces that key of the "
+    "config file's model_kwargs.",
+)
+@click.option(
+    "--compile/--no-compile", "compile_", default=None, help="torch.compile [default: no]."
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Channels-last memory format on CUDA with bf16/fp16 [default: yes].",
+)
+@click.option(
+    "--deterministic/--no-deterministic",
+    default=None,
+    help="torch.use_deterministic_algorithms [default: no].",
+)
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads.")
-@click.option("--quiet", is_flag=True, default=False, help="No progress output.")
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=None,
+    help="TensorBoard events in <out>/tb; --tensorboard fails without the tensorboard "
+    "package (pip install 'spoofstore[tensorboard]') [default: when installed].",
+)
+@click.option(
+    "--quiet/--no-quiet",
+    default=None,
+    help="No progress output (train.log is still written) [default: no-quiet].",
+)
 @click.option(
     "--verify",
     is_flag=True,
@@ -74,21 +167,37 @@ def cli() -> None:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML file of FitConfig fields (flags override it).",
+    help="TOML file of FitConfig fields, at the top level or in a [fit] table, e.g. "
+    "'epochs = 30' and 'batch-size = 16' (docs/config.md lists them all; examples in "
+    "pipelines/conf/). Flags override it; it may set store instead of STORE.",
 )
-def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **flags) -> None:
-    """Train a countermeasure on STORE (a featstore store) into a run directory."""
+def fit_cmd(
+    store: str | None, config_file: str | None, compile_: bool | None, quiet: bool | None, **flags
+) -> None:
+    """Train a countermeasure on STORE (a featstore store) into a run directory.
+
+    The run directory gets config.json, last.pt, best.pt, metrics.csv, train.log (what was
+    printed, every session) and training_curves.png. Settings: flags, then the --config
+    file, then the defaults shown.
+    """
     from trainer.training import fit
 
+    if store is None and config_file is None:
+        raise click.UsageError("Missing argument 'STORE' (or a --config file that sets store).")
     if flags.get("cache_dir"):
         flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
+    if flags.get("model_kwargs") and config_file is not None:
+        from trainer.config import load_config_file
+
+        base = load_config_file(config_file).get("model_kwargs", {})
+        flags["model_kwargs"] = {**base, **flags["model_kwargs"]}
     settings = {k: v for k, v in flags.items() if v is not None}
     if not settings.get("resume"):
         settings.pop("resume", None)
-    if compile_:
-        settings["compile"] = True
-    if quiet:
-        settings["progress"] = False
+    if compile_ is not None:
+        settings["compile"] = compile_
+    if quiet is not None:
+        settings["progress"] = not quiet
     with warnings.catch_warnings():  # one 'warning: ...' line each, printed when they happen
         warnings.showwarning = _print_warning
         result = fit(store, config=config_file, **settings)
@@ -103,8 +212,21 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
         click.echo(f"done: {result.out}")
 
 
-def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
-    click.echo(f"warning: {message}", err=True)
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one ``warning: ...`` line on stderr, above any progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the models 'trainer fit --model' takes and the store features each needs."""
+    from trainer.models import MODELS
+
+    width = max(len(name) for name in MODELS)
+    for name, spec in sorted(MODELS.items()):
+        click.echo(f"{name:{width}s}  {','.join(spec.features):12s}  {spec.description}")
 
 
 # --- score ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = frozenset(
         "progress",
         "cache_dir",
         "verify",
+        "tensorboard",
     }
 )
 """Fields a resumed run may change; any other field must match the checkpoint's config."""
@@ -107,6 +108,10 @@ class FitConfig:
     verify : bool, default False
         Check the store end to end first (``featstore verify``: checksums, NaN/inf, index)
         and refuse to train on a store with problems. Not recorded.
+    tensorboard : bool or None
+        TensorBoard events in ``<out>/tb``: True requires the ``tensorboard`` package
+        (``pip install 'spoofstore[tensorboard]'``), False never writes them, None writes
+        them when the package is installed.
     """
 
     store: str = ""
@@ -137,6 +142,7 @@ class FitConfig:
     progress: bool = True
     cache_dir: str | None = None
     verify: bool = False
+    tensorboard: bool | None = None
 
     def validate(self) -> FitConfig:
         """Check every field's type and range; raises :class:`TrainingError` naming the field."""
@@ -215,9 +221,12 @@ def field_problem(name: str, value: Any) -> str | None:
     elif name in _BOOL:
         if not isinstance(value, bool):
             return f"must be true or false, got {value!r}"
-    elif name == "lr" or (name == "grad_clip" and value is not None):
+    elif name == "lr":
         if not _is_number(value) or value <= 0:
             return f"must be a positive number, got {value!r}"
+    elif name == "grad_clip" and value is not None:  # 0: no clipping (TOML has no null)
+        if not _is_number(value) or value < 0:
+            return f"must be a number >= 0 (0: no clipping), got {value!r}"
     elif name == "weight_decay":
         if not _is_number(value) or value < 0:
             return f"must be a number >= 0, got {value!r}"
@@ -243,7 +252,12 @@ def field_problem(name: str, value: Any) -> str | None:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Fields of a ``train.toml`` (top level or a ``[fit]`` table; ``-`` or ``_`` in names).
+    """Fields of a ``train.toml``: :class:`FitConfig` fields, with ``-`` or ``_`` in names.
+
+    The fields sit either at the top level or, all of them, in a ``[fit]`` table (then
+    nothing else may sit at the top level). TOML has no null: leave a field out for its
+    default, and write ``grad_clip = 0`` for no gradient clipping. ``docs/config.md`` lists
+    every field.
 
     Parameters
     ----------
@@ -253,13 +267,15 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        FitConfig field -> value.
+        FitConfig field -> value, as written (values are not range-checked here; see
+        :meth:`FitConfig.validate`).
 
     Raises
     ------
     TrainingError
-        Unreadable file, bad TOML, an unknown key, or a value of the wrong type or out of
-        range (``train.toml: epochs must be a positive integer, got -3``).
+        Unreadable file, bad TOML, an unknown key, a key outside ``[fit]`` next to it, or a
+        value of the wrong type (``epochs = "3"``) or out of range
+        (``train.toml: epochs must be a positive integer, got -3``).
 
     Examples
     --------
@@ -268,26 +284,69 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     >>> _ = p.write_text('epochs = 3\\nbatch-size = 8\\n')
     >>> load_config_file(p)
     {'epochs': 3, 'batch_size': 8}
+    >>> _ = p.write_text('[fit]\\nepochs = 3\\nmodel-kwargs = { dropout = 0.2 }\\n')
+    >>> load_config_file(p)
+    {'epochs': 3, 'model_kwargs': {'dropout': 0.2}}
     """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise TrainingError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise TrainingError(f"{path}: cannot read config (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise TrainingError(f"{path}: invalid TOML ({exc})") from None
     if isinstance(data.get("fit"), dict):
+        outside = sorted(k for k in data if k != "fit")
+        if outside:
+            raise TrainingError(
+                f"{path}: key(s) {', '.join(outside)} outside the [fit] table would be "
+                "ignored; move them into [fit] (or drop the [fit] header)"
+            )
         data = data["fit"]
-    valid = {f.name for f in fields(FitConfig)}
+    types = {f.name: f.type for f in fields(FitConfig)}
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name not in valid:
+        if name not in types:
             raise TrainingError(
-                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}"
+                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(types))}"
             )
+        if name in out:
+            raise TrainingError(f"{path}: {name!r} is given twice (as '-' and '_' spellings)")
+        _check_toml_type(path, key, value, str(types[name]))
         problem = field_problem(name, value)
         if problem:
             raise TrainingError(f"{path}: {key} {problem}")
         out[name] = value
     return out
+
+
+_TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "dict": (dict,),
+}
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "dict": "a table ({ name = value, ... })",
+}
+
+
+def _check_toml_type(path: Path, key: str, value: Any, annotation: str) -> None:
+    """Raise :class:`TrainingError` unless ``value`` fits the field's ``annotation``."""
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
+    for kind in kinds:
+        allowed = _TOML_TYPES.get(kind)
+        if allowed is None:  # a type this check does not know: leave it to FitConfig
+            return
+        if isinstance(value, allowed) and (kind == "bool" or not isinstance(value, bool)):
+            return
+    want = " or ".join(_TYPE_NAMES[k] for k in kinds)
+    raise TrainingError(f"{path}: {key} must be {want}, got {value!r}")

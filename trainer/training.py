@@ -1,7 +1,8 @@
 """The training loop: ``trainer.fit(store, model=..., out=...)`` -> a run directory.
 
 The run directory (``config.json``, ``last.pt``, ``best.pt``, ``metrics.csv``, ``tb/``) is
-described in :mod:`trainer.runs`; checkpoints in :mod:`trainer.checkpoint`.
+described in :mod:`trainer.runs`; checkpoints in :mod:`trainer.checkpoint`; ``train.log`` (what
+every session printed and warned) and ``training_curves.png`` in :mod:`trainer.runlog`.
 
 The loop: AdamW (no weight decay on biases and norm weights), linear warm-up then cosine decay
 per step, gradient clipping, class-weighted cross entropy (or class-balanced crops with
@@ -23,10 +24,10 @@ shard of the same epoch plan, rank 0 alone scores dev and writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -43,8 +44,8 @@ from tqdm import tqdm
 
 from featstore import open_store
 from featstore._version import __version__
-from featstore.errors import StoreError
-from trainer import checkpoint, models
+from featstore.errors import ResourceError, StoreError
+from trainer import checkpoint, memory, models
 from trainer.checkpoint import Checkpoint, TrainingState
 from trainer.config import RESUMABLE_CHANGES, FitConfig, load_config_file
 from trainer.data import (
@@ -59,6 +60,7 @@ from trainer.data import (
 from trainer.errors import TrainingError
 from trainer.inference import autocast, evaluate, resolve_device
 from trainer.metrics import compute_eer
+from trainer.runlog import RunLog, redraw_curves, session_summary
 from trainer.runs import (
     BEST,
     LAST,
@@ -155,7 +157,7 @@ def fit(
     --------
     >>> run = fit("store.zarr", model="grcnn", out="runs/grcnn", epochs=1)  # doctest: +SKIP
     >>> sorted(p.name for p in run.out.iterdir())  # doctest: +SKIP
-    ['best.pt', 'config.json', 'last.pt', 'metrics.csv']
+    ['best.pt', 'config.json', 'last.pt', 'metrics.csv', 'train.log', 'training_curves.png']
     """
     explicit = _explicit_settings(store, model, out, config, settings)
     dist = _init_distributed(str(explicit.get("device", "auto")))
@@ -710,21 +712,58 @@ def _restore(setup: _Setup, plan: _RunPlan, dist: _Dist, log: Callable[[str], No
 
 
 def _train(plan: _RunPlan, dist: _Dist) -> FitResult:
+    """Run one session with its ``train.log`` (lines, warnings, how it ended) on rank 0."""
+    if plan.cfg.tensorboard:  # every rank: none may go on without the others
+        _require_tensorboard()
+    log = RunLog(echo=plan.cfg.progress, enabled=dist.main)
+    with log.capturing_warnings():
+        try:
+            result = _run_session(plan, dist, log)
+        except BaseException as exc:
+            # a resume that cannot go on reports into its run's log; a new run that fails
+            # before training leaves no directory behind (trainer.runs.lock_run)
+            if log.path is None and plan.resume is not None and plan.out.is_dir():
+                with contextlib.suppress(ResourceError):  # the error to report is exc
+                    log.open(plan.out, _session_line(plan, plan.cfg))
+            log.ended(exc)
+            raise
+        else:
+            log.ended(None)
+        finally:
+            log.close()
+    return result
+
+
+def _session_line(plan: _RunPlan, cfg: FitConfig, device: Any = None, precision: str = "") -> str:
+    return session_summary(
+        None if plan.resume is None else plan.resume.epoch,
+        {
+            "model": cfg.model,
+            "store": cfg.store,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "crop_frames": cfg.crop_frames,
+            "device": device or cfg.device,
+            "precision": precision or cfg.precision,
+            "spoofstore": __version__,
+        },
+    )
+
+
+def _run_session(plan: _RunPlan, dist: _Dist, log: RunLog) -> FitResult:
     """Set up, restore, then train and checkpoint epoch after epoch."""
     show = dist.main and plan.cfg.progress
-
-    def log(message: str) -> None:
-        if show:
-            tqdm.write(message, file=sys.stdout)
-
     setup = _setup(plan, dist, log)
     progress = _restore(setup, plan, dist, log)
+    if dist.main and setup.device.type == "cpu":
+        _warn_if_batch_too_big(setup.cfg)
     writer = None
     if dist.main:
         plan.out.mkdir(parents=True, exist_ok=True)
+        log.open(plan.out, _session_line(plan, setup.cfg, setup.device, setup.precision))
         write_run_record(plan.out, setup.record)
         write_metrics(plan.out / METRICS, progress.history)
-        writer = _tensorboard(plan.out / "tb")
+        writer = _tensorboard(plan.out / "tb", setup.cfg.tensorboard)
     dist.barrier()
 
     train_net: nn.Module = setup.net
@@ -757,6 +796,8 @@ def _train(plan: _RunPlan, dist: _Dist) -> FitResult:
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
         bar = _progress_bar(loader, len(sampler), f"epoch {epoch + 1}/{cfg.epochs}", show)
+        if epoch == start and dist.main and setup.device.type == "cpu":
+            bar = _TimedBatches(bar, len(sampler), epoch, log)
         stats = _train_epoch(setup, train_net, bar, epoch, progress, dist, plan.last)
         _evaluate_and_checkpoint(setup, plan, progress, stats, dist, writer, log)
         if cfg.patience is not None and progress.bad_epochs >= cfg.patience:
@@ -870,7 +911,7 @@ def _evaluate_and_checkpoint(
     stats: _EpochStats,
     dist: _Dist,
     writer: Any,
-    log: Callable[[str], None],
+    log: RunLog,
 ) -> None:
     """Dev EER, best/patience bookkeeping, ``metrics.csv``, ``best.pt``, ``last.pt``, logs."""
     epoch = stats.epoch
@@ -922,6 +963,7 @@ def _evaluate_and_checkpoint(
             f"dev_eer {_pct(dev_eer)}  best {_pct(row['best_dev_eer'])} "
             f"(epoch {progress.best_epoch})  {row['examples_per_s']:.0f} ex/s"
         )
+        redraw_curves(plan.out, plan.out / METRICS, log)
     dist.barrier()
 
 
@@ -958,15 +1000,94 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.2f}%"
 
 
+_ESTIMATE_BATCHES = 5
+"""Batches timed (after the first, which starts the workers) for the epoch-time estimate."""
+
+
+class _TimedBatches:
+    """``batches`` (a loader or its tqdm bar), logging how long the epoch will take once
+    :data:`_ESTIMATE_BATCHES` batches after the first are done. Other attributes
+    (``set_postfix``, ``close``) are those of ``batches``.
+    """
+
+    def __init__(self, batches: Any, total: int, epoch: int, log: Callable[[str], None]):
+        self._batches, self._total, self._epoch, self._log = batches, total, epoch, log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_batches"], name)
+
+    def __iter__(self):
+        start = 0.0
+        for i, batch in enumerate(self._batches):
+            if i == 1:
+                start = time.perf_counter()
+            elif i == 1 + _ESTIMATE_BATCHES:
+                per_batch = (time.perf_counter() - start) / _ESTIMATE_BATCHES
+                self._log(
+                    f"estimate: epoch {self._epoch + 1} takes about "
+                    f"{_duration(per_batch * self._total)} on the CPU ({per_batch:.2f} s per "
+                    f"batch x {self._total} batches; the dev pass comes on top)"
+                )
+            yield batch
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"12 min 30 s"``, ``"3 h 05 min"``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _warn_if_batch_too_big(cfg: FitConfig) -> None:
+    """Warn when the batch will likely not fit in the memory left on this machine (CPU)."""
+    need = memory.estimate_training_memory(cfg.model, cfg.batch_size, int(cfg.crop_frames))
+    available = memory.available_memory()
+    if need is None or available is None or need <= available:
+        return
+    fits = memory.fitting_batch_size(cfg.model, int(cfg.crop_frames), 0.9 * available)
+    advice = (
+        f"try --batch-size {fits}"
+        if fits
+        else "even --batch-size 1 may not fit: try shorter --crop-frames or a GPU"
+    )
+    warnings.warn(
+        f"{cfg.model} at --batch-size {cfg.batch_size} with {cfg.crop_frames}-frame crops "
+        f"needs about {need / 1e9:.1f} GB of memory on the CPU"
+        + (" (estimate for the default model parameters)" if cfg.model_kwargs else "")
+        + f", and {available / 1e9:.1f} GB is available; {advice}",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 def _progress_bar(loader: Any, total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return loader
     return tqdm(loader, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def _tensorboard(path: Path) -> Any:
+def _tensorboard(path: Path, wanted: bool | None) -> Any:
+    """A SummaryWriter on ``path``; None when not ``wanted`` or (``wanted`` None) not installed."""
+    if wanted is False:
+        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
+        if wanted:
+            _require_tensorboard()
         return None
     return SummaryWriter(os.fspath(path))
+
+
+def _require_tensorboard() -> None:
+    """Raise :class:`ResourceError` unless ``torch.utils.tensorboard`` can be imported."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as exc:
+        raise ResourceError(
+            f"--tensorboard needs the tensorboard package ({exc}); install the extra: "
+            "pip install 'spoofstore[tensorboard]', or leave --tensorboard out"
+        ) from None
