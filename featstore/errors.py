@@ -59,3 +59,10 @@ class ConfigError(FeatureError):
     A :class:`FeatureError` too: ``except FeatureError`` also catches bad feature parameters.
     An unknown feature *name* is a plain :class:`FeatureError`.
     """
+
+
+class ResourceError(SpoofstoreError):
+    """The environment, not the input, failed: disk full, permission denied, lock held, ...
+
+    The command-line tools print ``error: <message>`` and exit with code 1 (not 2).
+    """
