@@ -474,3 +474,19 @@ def test_real_asvspoof2019_scores(shared_data, tmp_path, capsys):
     assert m["dev"]["after"]["cllr"] < min(s["cllr"] for s in m["dev"]["before"])
     assert m["eval"]["after"]["mindcf"] < min(s["mindcf"] for s in m["eval"]["before"])
     assert m["eval"]["after"]["actdcf"] < min(s["actdcf"] for s in m["eval"]["before"])
+
+
+def test_fusing_a_system_with_itself_is_its_calibration(sets, tmp_path, capsys):
+    # same ids in the same order (no lookups) and collinear systems: the L2 penalty splits
+    # the weight, the fused LLR is the calibrated one (up to that penalty)
+    out, single = tmp_path / "f.txt", tmp_path / "c.txt"
+    dev, ev = sets["dev_a"], sets["eval_a"]
+    rc, _, err = run(["fuse", dev, dev, "--apply", ev, ev, "--out", out], capsys)
+    assert rc == 0, err
+    rc, _, err = run(["calibrate", dev, "--apply", ev, "--out", single], capsys)
+    assert rc == 0, err
+    fused = json.loads(out.with_name("f.txt.json").read_text())["calibration"]
+    cal = json.loads(single.with_name("c.txt.json").read_text())["calibration"]
+    assert fused["weights"][0] == pytest.approx(fused["weights"][1], rel=1e-6)
+    assert sum(fused["weights"]) == pytest.approx(cal["weights"][0], rel=1e-3)
+    assert fused["offset"] == pytest.approx(cal["offset"], rel=1e-3)

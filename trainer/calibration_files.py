@@ -125,7 +125,6 @@ class _Scores:
     lines: np.ndarray
     labels: np.ndarray | None  # int8, 1 bona fide; None: no keys
     attacks: np.ndarray | None
-    speakers: list[str] | None  # for the 2019 layout
 
 
 # --- the workflow -----------------------------------------------------------------------------
@@ -290,12 +289,6 @@ def _read(
     if protocol is None and not need_keys and _keyless_layout(p):
         return _read_keyless(p)
     cm = read_cm_scores(p, protocol)
-    speakers = None
-    if cm.format == "2019":  # the file's own speaker column, to write the layout back
-        text = Path(p).read_text(encoding="utf-8").split("\n")
-        speakers = [text[int(i) - 1].split(None, 1)[0] for i in cm.lines]
-    elif cm.format == "2019-4col":
-        speakers = ["-"] * len(cm.utt_ids)
     return _Scores(
         path=cm.path,
         format=cm.format,
@@ -304,8 +297,15 @@ def _read(
         lines=cm.lines,
         labels=cm.labels,
         attacks=cm.attacks,
-        speakers=speakers,
     )
+
+
+def _speakers(s: _Scores) -> list[str]:
+    """The speaker column of a 2019 score file (``-`` for the 4-column layout), to write it."""
+    if s.format != "2019":
+        return ["-"] * len(s.utt_ids)
+    text = Path(s.path).read_text(encoding="utf-8").split("\n")
+    return [text[int(i) - 1].split(None, 1)[0] for i in s.lines]
 
 
 def _first_row(path: str) -> list[str] | None:
@@ -365,7 +365,7 @@ def _read_keyless(path: str) -> _Scores:
                 path, f"duplicate utterance {utt!r} (first on line {where})", int(lines[k])
             )
         first[utt] = k
-    return _Scores(path, fmt, ids, scores, lines, None, None, None)
+    return _Scores(path, fmt, ids, scores, lines, None, None)
 
 
 def _join(sets: list[_Scores]) -> tuple[np.ndarray, np.ndarray | None, _Scores]:
@@ -376,7 +376,11 @@ def _join(sets: list[_Scores]) -> tuple[np.ndarray, np.ndarray | None, _Scores]:
     x[:, 0] = first.scores
     labels, labels_from = first.labels, first
     for j, other in enumerate(sets[1:], 1):
-        rows = np.fromiter((index.get(u, -1) for u in other.utt_ids), np.int64, len(other.utt_ids))
+        if other.utt_ids == first.utt_ids:  # the common case, same order: no lookups
+            rows = np.arange(len(first.utt_ids))
+        else:
+            get, n = index.get, len(other.utt_ids)
+            rows = np.fromiter((get(u, -1) for u in other.utt_ids), np.int64, n)
         extra = np.flatnonzero(rows < 0)
         if extra.size:
             i = int(extra[0])
@@ -491,9 +495,9 @@ def _write(
     """The score file and its sidecar, both or neither; OS failures are ResourceErrors."""
     extra: dict[str, Any] = {}
     if r.format == "asvspoof2019":
-        assert labels is not None and first.attacks is not None and first.speakers is not None
+        assert labels is not None and first.attacks is not None
         extra = {
-            "speakers": first.speakers,
+            "speakers": _speakers(first),
             "systems": [str(a) for a in first.attacks],
             "keys": ["bonafide" if k == 1 else "spoof" for k in labels],
         }
