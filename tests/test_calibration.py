@@ -490,3 +490,36 @@ def test_fusing_a_system_with_itself_is_its_calibration(sets, tmp_path, capsys):
     assert fused["weights"][0] == pytest.approx(fused["weights"][1], rel=1e-6)
     assert sum(fused["weights"]) == pytest.approx(cal["weights"][0], rel=1e-3)
     assert fused["offset"] == pytest.approx(cal["offset"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("LA_E_1 0.5\nLA_E_2 0.1 x\n", "2: expected 2 columns, got 3"),
+        ("LA_E_1 0.5\nLA_E_2 abc\n", "2: score 'abc' is not a number"),
+        ("LA_E_1 0.5\nLA_E_2 nan\n", "2: score 'nan' is not finite"),
+        ("LA_E_1 0.5\n\nLA_E_1 0.7\n", "3: duplicate utterance 'LA_E_1' (first on line 1)"),
+        ("filename\tcm-score\n", " score file has a header but no scores"),
+        ("cm-score\tx\nLA_E_1\t0.5\n", "1: header has 'cm-score' but no 'filename' column"),
+    ],
+)
+def test_keyless_eval_bad_input(text, message, sets, tmp_path, capsys):
+    ev = tmp_path / "eval.txt"
+    ev.write_text(text)
+    out = tmp_path / "o.txt"
+    rc, _, err = run(["calibrate", sets["dev_a"], "--apply", ev, "--out", out], capsys)
+    assert rc == 2 and err == f"error: {ev}:{message}\n"  # file, line, what; one line
+    assert not out.exists()
+
+
+def test_keyless_asvspoof5_eval_keeps_its_layout(sets, tmp_path, capsys):
+    ids, (a, _) = sets["eval_ids"], sets["eval_raw"]
+    ev = tmp_path / "eval.tsv"
+    rows = "".join(f"{u}\t{float(s)!r}\n" for u, s in zip(ids, a, strict=True))
+    ev.write_text("filename\tcm-score\n" + rows)
+    out = tmp_path / "o.tsv"
+    rc, _, err = run(["calibrate", sets["dev_a"], "--apply", ev, "--out", out], capsys)
+    assert rc == 0, err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "filename\tcm-score" and len(lines) == len(ids) + 1
+    assert [ln.split("\t")[0] for ln in lines[1:]] == ids

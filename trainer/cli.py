@@ -282,12 +282,10 @@ def calibrate_cmd(
     _print_calibration_report(report)
 
 
-@cli.command(
-    "fuse",
-    context_settings={"ignore_unknown_options": True},
-    options_metavar="DEV_A DEV_B ... --apply EVAL_A EVAL_B ... --out FILE [OPTIONS]",
+@cli.command("fuse", context_settings={"ignore_unknown_options": True})
+@click.argument(
+    "files", nargs=-1, type=click.UNPROCESSED, metavar="DEV_A DEV_B ... --apply EVAL_A EVAL_B ..."
 )
-@click.argument("files", nargs=-1, type=click.UNPROCESSED)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fused file.")
 @click.option("--protocol", type=click.Path(dir_okay=False), help="Key file of the dev files.")
 @click.option("--eval-protocol", type=click.Path(dir_okay=False), help="Key file of eval.")
