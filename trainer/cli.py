@@ -394,6 +394,128 @@ def metrics_cmd(
         click.echo(format_summary(named, legacy_tdcf=legacy_tdcf))
 
 
+# --- calibrate and fuse -----------------------------------------------------------------------
+
+_PRIOR_HELP = "Spoof prior of the operating point (ASVspoof 5: Cmiss 1, Cfa 10)."
+
+
+def _print_calibration_report(report) -> None:  # a trainer.calibration_files.CalibrationReport
+    """Parameters, then EER/minDCF/actDCF/Cllr of every input and of the result."""
+    cal, cost = report.calibration, report.cost
+    names = [Path(p).name for p in report.dev_files]
+    kind = "calibration" if len(names) == 1 else f"fusion of {len(names)} systems"
+    click.echo(
+        f"{kind} trained on {report.n_dev} dev trials at p_spoof={cost.p_spoof:g}, "
+        f"Cmiss={cost.c_miss:g}, Cfa={cost.c_fa:g} (effective bona fide prior "
+        f"{cal.effective_prior:.4f})"
+    )
+    for name, w in zip(names, cal.weights, strict=True):
+        click.echo(f"  weight  {w:12.6g}  {name}")
+    click.echo(f"  offset  {cal.offset:12.6g}")
+    width = max(len("calibrated"), *(len(n) for n in names))
+    head = f"  {'set':<5} {'scores':<{width}} {'EER %':>8} {'minDCF':>8} {'actDCF':>8} {'Cllr':>8}"
+    click.echo("")
+    click.echo(head)
+    after = "calibrated" if len(names) == 1 else "fused"
+    for label, sm, set_names in (
+        ("dev", report.dev, names),
+        ("eval", report.eval, [Path(p).name for p in report.eval_files]),
+    ):
+        if sm is None:
+            click.echo(f"  {label:<5} (no keys: give --eval-protocol for eval metrics)")
+            continue
+        for name, m in [*zip(set_names, sm.before, strict=True), (after, sm.after)]:
+            click.echo(
+                f"  {label:<5} {name:<{width}} {100 * m.eer:8.4f} {m.mindcf:8.5f} "
+                f"{m.actdcf:8.5f} {m.cllr:8.5f}"
+            )
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(
+        f"wrote {report.out} ({report.n_eval} natural-log LLRs, {report.format}) and "
+        f"{report.sidecar.name}"
+    )
+
+
+@cli.command("calibrate")
+@click.argument("dev_scores", type=click.Path(dir_okay=False))
+@click.option(
+    "--apply",
+    "eval_scores",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Eval score file to calibrate.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Calibrated file.")
+@click.option("--protocol", type=click.Path(dir_okay=False), help="Key file of DEV_SCORES.")
+@click.option("--eval-protocol", type=click.Path(dir_okay=False), help="Key file of eval.")
+@click.option("--prior", type=float, default=0.05, show_default=True, help=_PRIOR_HELP)
+def calibrate_cmd(
+    dev_scores: str,
+    eval_scores: str,
+    out: str,
+    protocol: str | None,
+    eval_protocol: str | None,
+    prior: float,
+) -> None:
+    """Calibrate a system's scores to natural-log LLRs: train on DEV_SCORES, apply to eval.
+
+    Prior-weighted logistic regression (an affine map minimising Cllr at the ASVspoof 5
+    operating point). Writes the eval scores in their own layout plus OUT.json (parameters,
+    metrics, provenance) and prints EER, minDCF, actDCF and Cllr before and after.
+    """
+    from trainer.calibration_files import calibrate_score_files
+
+    report = calibrate_score_files(
+        dev_scores, eval_scores, out, protocol=protocol, eval_protocol=eval_protocol, prior=prior
+    )
+    _print_calibration_report(report)
+
+
+@cli.command("fuse", context_settings={"ignore_unknown_options": True})
+@click.argument(
+    "files", nargs=-1, type=click.UNPROCESSED, metavar="DEV_A DEV_B ... --apply EVAL_A EVAL_B ..."
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fused file.")
+@click.option("--protocol", type=click.Path(dir_okay=False), help="Key file of the dev files.")
+@click.option("--eval-protocol", type=click.Path(dir_okay=False), help="Key file of eval.")
+@click.option("--prior", type=float, default=0.05, show_default=True, help=_PRIOR_HELP)
+def fuse_cmd(
+    files: tuple[str, ...],
+    out: str,
+    protocol: str | None,
+    eval_protocol: str | None,
+    prior: float,
+) -> None:
+    """Fuse systems by logistic regression: one weight per system, trained on dev.
+
+    The dev score files come first, then --apply and the eval score files of the same
+    systems in the same order. Every file of a set must score the same utterances. Writes
+    the fused eval LLRs in the first eval file's layout plus OUT.json, and prints EER,
+    minDCF, actDCF and Cllr of each system and of the fusion.
+    """
+    from trainer.calibration_files import fuse_score_files
+
+    args = list(files)
+    unknown = [a for a in args if a.startswith("-") and a != "--apply"]
+    if unknown:
+        raise click.UsageError(f"no such option: {unknown[0]}")
+    if args.count("--apply") != 1:
+        raise click.UsageError("give the eval score files after one --apply")
+    cut = args.index("--apply")
+    dev, eval_ = args[:cut], args[cut + 1 :]
+    if len(dev) < 2:
+        raise click.UsageError("fuse needs two or more systems (use 'trainer calibrate' for one)")
+    if len(eval_) != len(dev):
+        raise click.UsageError(
+            f"{len(dev)} dev score files but {len(eval_)} after --apply: one eval file per system"
+        )
+    report = fuse_score_files(
+        dev, eval_, out, protocol=protocol, eval_protocol=eval_protocol, prior=prior
+    )
+    _print_calibration_report(report)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``error: ...`` and exit code 2 for bad input)."""
     run_cli(cli, "trainer", argv)
