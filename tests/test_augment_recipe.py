@@ -228,3 +228,17 @@ def make_noise_dir(path, rate=16000, seconds=0.5):
     t = np.arange(int(rate * seconds)) / rate
     sf.write(path / "tone.wav", 0.3 * np.sin(2 * np.pi * 500 * t), rate)
     return path
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["channel", "codec", "filtering", "levels", "noise", "rawboost", "recipe", "registry",
+     "reverb", "sources", "tracing"],
+)  # fmt: skip
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"featstore.augment.{module}")
+    result = doctest.testmod(mod, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

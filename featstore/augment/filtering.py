@@ -25,7 +25,8 @@ def fir_aligned(signal: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> fir_aligned(np.array([0.0, 1.0, 0.0, 0.0]), np.array([0.25, 0.5, 0.25])).tolist()
+    >>> y = fir_aligned(np.array([0.0, 1.0, 0.0, 0.0]), np.array([0.25, 0.5, 0.25]))
+    >>> np.round(y, 12).tolist()
     [0.25, 0.5, 0.25, 0.0]
     """
     import scipy.signal

@@ -30,7 +30,7 @@ def fit_to_range(signal: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> fit_to_range(np.array([0.5, -2.0])).tolist()
-    [0.24999237060546875, -0.9999694824218750]
+    [0.24999237060546875, -0.999969482421875]
     """
     y = np.asarray(signal, dtype=np.float64)
     if y.size == 0:
@@ -64,7 +64,7 @@ def snr_db(clean: np.ndarray, noise: np.ndarray) -> float:
     p_noise = mean_power(noise)
     if p_noise == 0.0:
         return float("inf")
-    return 10.0 * np.log10(mean_power(clean) / p_noise)
+    return float(10.0 * np.log10(mean_power(clean) / p_noise))
 
 
 def noise_at_snr(clean: np.ndarray, noise: np.ndarray, snr: float) -> np.ndarray:

@@ -226,14 +226,16 @@ def _rawboost_lnl(
     y = np.zeros_like(x)
     gains = []
     lo, hi = min_gain, max_gain
+    power = np.ones_like(x)
     for order in range(1, n_f + 1):
+        power *= x  # x**order by repeated products: far cheaper than np.power
         if order == 2:
             lo, hi = sorted((min_gain - max_bias, max_gain - min_bias))
         b, gain_db = notch_filter(
             rng, n_bands, min_freq, max_freq, min_bw, max_bw, min_coeff, max_coeff, lo, hi
         )
         gains.append(gain_db)
-        y += fir_aligned(x**order, b)
+        y += fir_aligned(power, b)
     if y.size:
         y -= y.mean()
     return fit_to_range(y), {"gains_db": gains}
@@ -274,7 +276,7 @@ def _rawboost_isd(
     --------
     >>> x = 0.1 * np.sin(np.arange(16000) * 0.05)
     >>> y = rawboost_isd(x, np.random.default_rng(0))
-    >>> 0 < np.count_nonzero(y != x) <= 1600
+    >>> bool(0 < np.count_nonzero(y != x) <= 1600)
     True
     """
     _check_isd(max_percent, g_sd)

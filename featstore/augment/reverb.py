@@ -50,7 +50,7 @@ def synthetic_rir(rt60: float, drr_db: float, rng: np.random.Generator) -> np.nd
     Examples
     --------
     >>> h = synthetic_rir(0.5, 5.0, np.random.default_rng(0))
-    >>> h.size, h[0], round(10 * np.log10(1 / np.sum(h[1:] ** 2)), 6)
+    >>> h.size, float(h[0]), round(float(10 * np.log10(1 / np.sum(h[1:] ** 2))), 6)
     (8001, 1.0, 5.0)
     """
     n = max(round(rt60 * SAMPLE_RATE), 1)
