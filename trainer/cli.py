@@ -64,6 +64,12 @@ def cli() -> None:
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress output.")
 @click.option(
+    "--components",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GMM baselines (lfcc-gmm, cqcc-gmm): components per GMM [default: 512].",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -76,7 +82,10 @@ def fit_cmd(store: str, config_file: str | None, compile_: bool, quiet: bool, **
 
     if flags.get("cache_dir"):
         flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
+    components = flags.pop("components")
     settings = {k: v for k, v in flags.items() if v is not None}
+    if components is not None:  # GMM baselines: a model parameter
+        settings["model_kwargs"] = {"n_components": components}
     if not settings.get("resume"):
         settings.pop("resume", None)
     if compile_:

@@ -54,8 +54,10 @@ from trainer.data import (
     normalization_stats,
 )
 from trainer.errors import TrainingError
+from trainer.gmm_baseline import fit_run as fit_gmm_run
 from trainer.inference import autocast, evaluate, resolve_device
 from trainer.metrics import compute_eer
+from trainer.models.registry import is_gmm_model
 from trainer.runs import (
     BEST,
     LAST,
@@ -154,6 +156,8 @@ def fit(
     ['best.pt', 'config.json', 'last.pt', 'metrics.csv']
     """
     explicit = _explicit_settings(store, model, out, config, settings)
+    if is_gmm_model(explicit.get("model")):  # the official GMM baselines train without a network
+        return fit_gmm_run(explicit)
     dist = _init_distributed(str(explicit.get("device", "auto")))
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
