@@ -169,7 +169,9 @@ class DiagonalGMM:
 def _joint_log_prob(x: np.ndarray, matrix: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``(n, K)`` float32 log(w_k N(x; k)) of one chunk of frames."""
     x = np.asarray(x, dtype=np.float32)
-    return np.concatenate([x * x, x], axis=1) @ matrix + bias.astype(np.float32)
+    joint = np.concatenate([x * x, x], axis=1) @ matrix
+    joint += bias.astype(np.float32)
+    return joint
 
 
 def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
@@ -283,9 +285,10 @@ def _expectation(
     total = 0.0
     for a in range(0, frames.shape[0], chunk):
         x = np.asarray(frames[a : a + chunk], dtype=np.float32)
-        joint = _joint_log_prob(x, matrix, bias)
-        top = joint.max(axis=1, keepdims=True)
-        resp = np.exp(joint - top)
+        resp = _joint_log_prob(x, matrix, bias)
+        top = resp.max(axis=1, keepdims=True)
+        resp -= top
+        np.exp(resp, out=resp)  # in place: one (chunk, K) array per chunk
         norm = resp.sum(axis=1, keepdims=True)
         total += float((np.log(norm[:, 0].astype(np.float64)) + top[:, 0]).sum())
         resp /= norm
