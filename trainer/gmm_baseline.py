@@ -222,7 +222,7 @@ def fit_diagonal_gmm(
     --------
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(-5, 1, (500, 1)), rng.normal(5, 1, (500, 1))])
-    >>> gmm, _ = fit_diagonal_gmm(x, 2, max_iter=20)
+    >>> gmm, _ = fit_diagonal_gmm(x, 2, max_iter=100)
     >>> np.sort(gmm.means[:, 0]).round(0).tolist()
     [-5.0, 5.0]
     """
@@ -430,7 +430,7 @@ def fit_run(explicit: Mapping[str, Any]) -> Any:
     explicit : Mapping
         :class:`trainer.config.FitConfig` fields as given to ``trainer.fit`` (``store``,
         ``model``, ``out``, ``seed``, ``model_kwargs``, ``train_split``, ``dev_split``,
-        ``progress``, ``cache_dir``, ``threads``, ...).
+        ``threads`` (BLAS threads), ``progress``, ``cache_dir``, ...).
 
     Returns
     -------
@@ -442,30 +442,49 @@ def fit_run(explicit: Mapping[str, Any]) -> Any:
     TrainingError
         Bad settings, a store without the model's feature or with a class missing from the
         train split, fewer frames than components, or a run directory already holding a run.
+        Nothing is written then.
     """
-    from dataclasses import asdict
-
-    import torch
+    from threadpoolctl import threadpool_limits
 
     from featstore import open_store
-    from featstore._version import __version__
-    from trainer import checkpoint
-    from trainer.config import FitConfig
-    from trainer.metrics import compute_eer
-    from trainer.models.registry import MODELS
-    from trainer.runs import (
-        BEST,
-        LAST,
-        METRICS,
-        ModelRecord,
-        RunRecord,
-        RuntimeRecord,
-        StoreRecord,
-        default_run_dir,
-        write_metrics,
-        write_run_record,
-    )
     from trainer.training import FitResult
+
+    cfg, out, feature, settings = _plan_gmm_run(explicit)
+
+    def log(message: str) -> None:
+        if cfg.progress:
+            print(message, file=sys.stdout, flush=True)
+
+    log(f"run directory: {out}")
+    store = open_store(cfg.store, mode="r", cache_dir=cfg.cache_dir)
+    _check_store(store, cfg, feature)
+    with threadpool_limits(limits=cfg.threads, user_api="blas"):
+        baseline, n_frames, seconds = _train_gmms(store, cfg, feature, settings, log)
+        dev_eer = _dev_eer(baseline, store, cfg.dev_split, feature, settings["chunk_frames"])
+    row = {
+        "epoch": 1,
+        "step": settings["max_iter"],
+        "train_loss": math.nan,
+        "dev_eer": dev_eer,
+        "best_dev_eer": dev_eer,
+        "lr": math.nan,
+        "examples_per_s": n_frames * settings["max_iter"] / max(seconds, 1e-9),
+        "epoch_seconds": seconds,
+    }
+    _write_run(out, cfg, store, feature, settings, baseline, row)
+    eer = "n/a" if math.isnan(dev_eer) else f"{100 * dev_eer:.2f}%"
+    log(f"GMMs trained in {seconds:.1f} s ({n_frames} frames); dev EER {eer}")
+    return FitResult(out, dev_eer, best_epoch=1, epochs_done=1, stopped_early=False, history=[row])
+
+
+def _plan_gmm_run(explicit: Mapping[str, Any]) -> tuple[Any, Path, str, dict[str, Any]]:
+    """The validated FitConfig, the run directory (refused if it holds a run), the feature
+    the model reads and the GMM settings."""
+    from dataclasses import asdict
+
+    from trainer.config import FitConfig
+    from trainer.models.registry import MODELS
+    from trainer.runs import LAST, default_run_dir
 
     model = str(explicit["model"])
     out = explicit.get("out")
@@ -478,130 +497,135 @@ def fit_run(explicit: Mapping[str, Any]) -> Any:
             "nothing to resume: choose another --out"
         )
     cfg = FitConfig(**{**asdict(FitConfig()), **explicit, "out": os.fspath(out)}).validate()
-    settings = _gmm_settings(cfg.model_kwargs, model)
     (feature,) = MODELS[model].features
-    show = cfg.progress
+    return cfg, out, feature, _gmm_settings(cfg.model_kwargs, model)
 
-    def log(message: str) -> None:
-        if show:
-            print(message, file=sys.stdout, flush=True)
 
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        log(f"run directory: {out}")
-        store = open_store(cfg.store, mode="r", cache_dir=cfg.cache_dir)
-        if feature not in store.features:
-            raise TrainingError(
-                f"{store.path}: model {model!r} needs feature {feature!r}; the store has "
-                f"{', '.join(sorted(store.features))} (build it with --features {feature})"
-            )
-        if cfg.train_split not in store.splits:
-            raise TrainingError(
-                f"{store.path}: no {cfg.train_split!r} split to train on; the store has "
-                f"{', '.join(store.splits)}"
-            )
-        mean, std = (np.asarray(v, dtype=np.float32) for v in store.stats(feature))
-        std = np.where(std > 0, std, 1.0).astype(np.float32)
-        t0 = time.perf_counter()
-        gmms = {}
-        n_train = {}
-        for name, label in (("bonafide", 1), ("spoof", 0)):
-            frames = _class_frames(store, cfg.train_split, feature, label)
-            if frames.shape[0] == 0:
-                raise TrainingError(
-                    f"{store.path}: the {cfg.train_split!r} split has no {name} frames to "
-                    "train the GMM on"
-                )
-            frames -= mean
-            frames /= std
-            log(f"training the {name} GMM on {frames.shape[0]} frames of {feature}")
-            gmms[name], _ = fit_diagonal_gmm(
-                frames,
-                settings["n_components"],
-                max_iter=settings["max_iter"],
-                seed=cfg.seed,
-                variance_floor=settings["variance_floor"],
-                chunk_frames=settings["chunk_frames"],
-                log=log,
-            )
-            n_train[name] = frames.shape[0]
-            del frames
-        seconds = time.perf_counter() - t0
-        baseline = GMMBaseline(gmms["bonafide"], gmms["spoof"], mean, std)
-        dev_eer = math.nan
-        if cfg.dev_split in store.splits:
-            scores = _score_split(baseline, store, cfg.dev_split, feature, settings["chunk_frames"])
-            labels = np.asarray(store.index(cfg.dev_split)["label"])
-            ok = np.isfinite(scores) & (labels >= 0)
-            bona, spoof = scores[ok & (labels == 1)], scores[ok & (labels == 0)]
-            if bona.size and spoof.size:
-                dev_eer = float(compute_eer(bona, spoof)[0])
-        dim = int(store.features[feature]["n_bins"])
-        record = RunRecord(
-            fit=cfg,
-            store=StoreRecord(
-                path=store.path if "://" in store.path else os.path.abspath(store.path),
-                fingerprint=store.fingerprint,
-                format=store.format,
-            ),
-            model=ModelRecord(
-                name=model,
-                kwargs=dict(cfg.model_kwargs),
-                features=(feature,),
-                n_bins={feature: dim},
-                train_frames=0,
-                eval_window=None,
-                eval_hop=None,
-                parameters=2 * settings["n_components"] * (2 * dim + 1),
-            ),
-            runtime=RuntimeRecord(
-                device="cpu",
-                precision="fp32",
-                world_size=1,
-                torch=str(torch.__version__),
-                version=__version__,
-            ),
+def _check_store(store: Any, cfg: Any, feature: str) -> None:
+    if feature not in store.features:
+        raise TrainingError(
+            f"{store.path}: model {cfg.model!r} needs feature {feature!r}; the store has "
+            f"{', '.join(sorted(store.features))} (build it with --features {feature})"
         )
-        state = checkpoint.Checkpoint(
-            weights={
-                **baseline.bonafide.to_tensors("bonafide"),
-                **baseline.spoof.to_tensors("spoof"),
-            },
-            epoch=1,
-            dev_eer=dev_eer,
-            run=record,
-            normalizer={feature: (mean, std)},
+    if cfg.train_split not in store.splits:
+        raise TrainingError(
+            f"{store.path}: no {cfg.train_split!r} split to train on; the store has "
+            f"{', '.join(store.splits)}"
         )
-        out.mkdir(parents=True, exist_ok=True)
-        write_run_record(out, record)
-        frames_total = sum(n_train.values())
-        row = {
-            "epoch": 1,
-            "step": settings["max_iter"],
-            "train_loss": math.nan,
-            "dev_eer": dev_eer,
-            "best_dev_eer": dev_eer,
-            "lr": math.nan,
-            "examples_per_s": frames_total * settings["max_iter"] / max(seconds, 1e-9),
-            "epoch_seconds": seconds,
-        }
-        write_metrics(out / METRICS, [row])
-        checkpoint.save_checkpoint(out / BEST, state)
-        checkpoint.save_checkpoint(out / LAST, state)
-        eer = "n/a" if math.isnan(dev_eer) else f"{100 * dev_eer:.2f}%"
-        log(f"GMMs trained in {seconds:.1f} s ({frames_total} frames); dev EER {eer}")
-    finally:
-        torch.set_num_threads(threads)
-    return FitResult(
-        out=out,
-        best_dev_eer=dev_eer,
-        best_epoch=1,
-        epochs_done=1,
-        stopped_early=False,
-        history=[row],
+
+
+def _train_gmms(
+    store: Any, cfg: Any, feature: str, settings: Mapping[str, Any], log: Callable[[str], None]
+) -> tuple[GMMBaseline, int, float]:
+    """Both GMMs on the standardised train frames; the frames used and the seconds taken."""
+    mean, std = (np.asarray(v, dtype=np.float32) for v in store.stats(feature))
+    std = np.where(std > 0, std, 1.0).astype(np.float32)
+    t0 = time.perf_counter()
+    gmms, n_frames = {}, 0
+    for name, label in (("bonafide", 1), ("spoof", 0)):
+        frames = _class_frames(store, cfg.train_split, feature, label)
+        if frames.shape[0] == 0:
+            raise TrainingError(
+                f"{store.path}: the {cfg.train_split!r} split has no {name} frames to train "
+                "the GMM on"
+            )
+        frames -= mean
+        frames /= std
+        log(f"training the {name} GMM on {frames.shape[0]} frames of {feature}")
+        gmms[name], _ = fit_diagonal_gmm(
+            frames,
+            settings["n_components"],
+            max_iter=settings["max_iter"],
+            seed=cfg.seed,
+            variance_floor=settings["variance_floor"],
+            chunk_frames=settings["chunk_frames"],
+            log=log,
+        )
+        n_frames += frames.shape[0]
+        del frames
+    baseline = GMMBaseline(gmms["bonafide"], gmms["spoof"], mean, std)
+    return baseline, n_frames, time.perf_counter() - t0
+
+
+def _dev_eer(baseline: GMMBaseline, store: Any, split: str, feature: str, chunk: int) -> float:
+    """EER of the dev split's scores (NaN without a dev split or without both classes)."""
+    from trainer.metrics import compute_eer
+
+    if split not in store.splits:
+        return math.nan
+    scores = _score_split(baseline, store, split, feature, chunk)
+    labels = np.asarray(store.index(split)["label"])
+    ok = np.isfinite(scores) & (labels >= 0)
+    bona, spoof = scores[ok & (labels == 1)], scores[ok & (labels == 0)]
+    if bona.size == 0 or spoof.size == 0:
+        return math.nan
+    return float(compute_eer(bona, spoof)[0])
+
+
+def _write_run(
+    out: Path,
+    cfg: Any,
+    store: Any,
+    feature: str,
+    settings: Mapping[str, Any],
+    baseline: GMMBaseline,
+    row: Mapping[str, Any],
+) -> None:
+    """``config.json``, ``metrics.csv``, ``best.pt`` and ``last.pt`` (the same checkpoint)."""
+    import torch
+
+    from featstore._version import __version__
+    from trainer import checkpoint
+    from trainer.runs import (
+        BEST,
+        LAST,
+        METRICS,
+        ModelRecord,
+        RunRecord,
+        RuntimeRecord,
+        StoreRecord,
+        write_metrics,
+        write_run_record,
     )
+
+    dim = baseline.bonafide.dim
+    record = RunRecord(
+        fit=cfg,
+        store=StoreRecord(
+            path=store.path if "://" in store.path else os.path.abspath(store.path),
+            fingerprint=store.fingerprint,
+            format=store.format,
+        ),
+        model=ModelRecord(
+            name=cfg.model,
+            kwargs=dict(cfg.model_kwargs),
+            features=(feature,),
+            n_bins={feature: dim},
+            train_frames=0,
+            eval_window=None,
+            eval_hop=None,
+            parameters=2 * settings["n_components"] * (2 * dim + 1),
+        ),
+        runtime=RuntimeRecord(
+            device="cpu",
+            precision="fp32",
+            world_size=1,
+            torch=str(torch.__version__),
+            version=__version__,
+        ),
+    )
+    state = checkpoint.Checkpoint(
+        weights={**baseline.bonafide.to_tensors("bonafide"), **baseline.spoof.to_tensors("spoof")},
+        epoch=1,
+        dev_eer=row["dev_eer"],
+        run=record,
+        normalizer={feature: (baseline.mean, baseline.std)},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_record(out, record)
+    write_metrics(out / METRICS, [row])
+    checkpoint.save_checkpoint(out / BEST, state)
+    checkpoint.save_checkpoint(out / LAST, state)
 
 
 def load_baseline(trained: Any) -> GMMBaseline:
