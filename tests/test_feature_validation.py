@@ -13,7 +13,7 @@ from featstore.errors import ConfigError, FeatureError
 from featstore.features import FEATURES, register_feature, validate_feature_params
 from featstore.features import registry as feature_registry
 
-BUILTINS = ("mgd", "mgd_cep", "logmel", "fbank", "lfcc")
+BUILTINS = ("mgd", "mgd_cep", "logmel", "fbank", "lfcc", "cqcc")
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +157,18 @@ STRATEGIES = {
         "n_ceps": st.sampled_from([-1, 0, 1, 2, 20, 40, 60, 70]),
         "preemphasis": _PREEMPHASIS,
         "with_energy": st.booleans(),
+        "deltas": st.booleans(),
+    },
+    "cqcc": {  # few distinct values: each (B, fmin, fmax, gamma, d, n_ceps) builds a matrix
+        "win_length": st.sampled_from([-1, 0, 1, 136, 400]),
+        "hop_length": st.sampled_from([-3, 0, 1, 32, 136, 137, 160]),
+        "bins_per_octave": st.sampled_from([-1, 0, 1, 12, 96]),
+        "fmin": st.sampled_from([-1.0, 0.0, 1.0, 15.625, 62.5, 7000.0, 8000.0]),
+        "fmax": st.sampled_from([10.0, 4000.0, 8000.0, 9000.0]),
+        "gamma": st.sampled_from([-1.0, 0.0, 228.7]),
+        "first_octave_samples": st.sampled_from([0, 1, 16]),
+        "n_ceps": st.sampled_from([-1, 0, 1, 20, 9000]),
+        "delta_width": st.sampled_from([0, 1, 3]),
         "deltas": st.booleans(),
     },
 }

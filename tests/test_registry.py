@@ -7,7 +7,7 @@ from featstore.errors import FeatureError
 
 
 def test_required_features_are_registered():
-    assert {"mgd", "mgd_cep", "logmel", "fbank", "lfcc"} <= set(FEATURES)
+    assert {"mgd", "mgd_cep", "logmel", "fbank", "lfcc", "cqcc"} <= set(FEATURES)
 
 
 def test_describe_records_every_parameter_and_n_bins():
@@ -21,7 +21,7 @@ def test_describe_records_every_parameter_and_n_bins():
 
 
 def test_unknown_feature_and_parameter_are_clear_errors():
-    with pytest.raises(FeatureError, match="available: fbank"):
+    with pytest.raises(FeatureError, match="available: cqcc, fbank"):
         compute_feature("nope", np.zeros(1000))
     with pytest.raises(FeatureError, match="no parameter"):
         compute_feature("mgd", np.zeros(1000), bogus=1)

@@ -163,6 +163,12 @@ def _parse_model_args(ctx: click.Context, param: click.Parameter, values: tuple[
     help="Check the store's checksums first (featstore verify); refuse it on problems.",
 )
 @click.option(
+    "--components",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GMM baselines (lfcc-gmm, cqcc-gmm): components per GMM [default: 512].",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -191,7 +197,10 @@ def fit_cmd(
 
         base = load_config_file(config_file).get("model_kwargs", {})
         flags["model_kwargs"] = {**base, **flags["model_kwargs"]}
+    components = flags.pop("components")
     settings = {k: v for k, v in flags.items() if v is not None}
+    if components is not None:  # GMM baselines: a model parameter
+        settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "n_components": components}
     if not settings.get("resume"):
         settings.pop("resume", None)
     if compile_ is not None:

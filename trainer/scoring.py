@@ -73,6 +73,8 @@ from trainer import inference
 from trainer.checkpoint import Checkpoint, read_checkpoint
 from trainer.data import EvalBatches, FeatureNormalizer, normalization_stats, verify_or_refuse
 from trainer.errors import ScoreFileError, TrainingError
+from trainer.gmm_baseline import score_run as score_gmm_run
+from trainer.models.registry import is_gmm_model
 from trainer.runs import RunRecord, latest_run, read_run_record, resolve_checkpoint
 from trainer.scorefiles import SCORE_FORMATS, write_score_file
 
@@ -176,6 +178,17 @@ def score(
         where = os.fspath(store) if store is not None else trained.record.store.path
         log(f"verifying {where} ...")
         verify_or_refuse(where)
+    if is_gmm_model(trained.record.model.name):  # the official GMM baselines: no network
+        return score_gmm_run(
+            trained,
+            split=split,
+            store=store,
+            out=out,
+            format=format,
+            force=force,
+            cache_dir=cache_dir,
+            log=log,
+        )
     st = _open_matching_store(trained, store, force, cache_dir)
     target = _select_split(st, split, format, log)
     out_path = Path(out) if out is not None else _default_score_path(trained, st, split)

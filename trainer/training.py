@@ -58,8 +58,10 @@ from trainer.data import (
     verify_or_refuse,
 )
 from trainer.errors import TrainingError
+from trainer.gmm_baseline import fit_run as fit_gmm_run
 from trainer.inference import autocast, evaluate, resolve_device
 from trainer.metrics import compute_eer
+from trainer.models.registry import is_gmm_model
 from trainer.runlog import RunLog, redraw_curves, session_summary
 from trainer.runs import (
     BEST,
@@ -160,6 +162,8 @@ def fit(
     ['best.pt', 'config.json', 'last.pt', 'metrics.csv', 'train.log', 'training_curves.png']
     """
     explicit = _explicit_settings(store, model, out, config, settings)
+    if is_gmm_model(explicit.get("model")):  # the official GMM baselines train without a network
+        return fit_gmm_run(explicit)
     dist = _init_distributed(str(explicit.get("device", "auto")))
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:

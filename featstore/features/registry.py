@@ -264,6 +264,12 @@ _add_builtin(
     lambda p: p["n_ceps"] * (3 if p["deltas"] else 1),
     "linear-frequency cepstral coefficients + deltas (ASVspoof baseline)",
 )
+_add_builtin(
+    "cqcc",
+    "featstore.features.cqcc:cqcc",
+    lambda p: p["n_ceps"] * (3 if p["deltas"] else 1),
+    "constant-Q cepstral coefficients + deltas (ASVspoof CQCC-GMM baseline), 8.5 ms hop",
+)
 
 
 def get_feature(name: str) -> FeatureSpec:

@@ -268,12 +268,43 @@ def _check_lfcc(check: _Check) -> None:
     check.between("preemphasis", 0.0, 1.0)
 
 
+def _check_cqcc(check: _Check) -> None:
+    from featstore.features.cqcc import constant_q_bins, hop_limit, uniform_samples
+
+    p = check.p
+    check.at_least("bins_per_octave", 1)
+    if not p["fmin"] > 0:
+        check.fail("fmin", "must be > 0 Hz")
+    if p["fmax"] > _NYQUIST:
+        check.fail("fmax", f"must be <= {_NYQUIST:g} Hz (the Nyquist frequency at 16 kHz)")
+    check.ordered("fmin", "fmax", strict=True)
+    check.at_least("gamma", 0.0)
+    check.at_least("first_octave_samples", 1)
+    check.at_least("n_ceps", 1)
+    check.at_least("delta_width", 1)
+    try:
+        bins = constant_q_bins(p["bins_per_octave"], p["fmin"], p["fmax"], p["gamma"])
+    except ConfigError as exc:
+        raise ConfigError(f"{check.feature}: {exc}") from None
+    limit = hop_limit(bins)
+    if p["hop_length"] > limit:
+        check.fail(
+            "hop_length",
+            f"must be <= {limit} (the widest constant-Q window, {bins.bandwidths.max():.4g} Hz, "
+            "would alias at a longer hop)",
+        )
+    n_uniform = uniform_samples(bins, p["first_octave_samples"])
+    if p["n_ceps"] > n_uniform:
+        check.fail("n_ceps", f"must be <= {n_uniform} (the uniformly resampled bins)")
+
+
 _BUILTIN_CHECKS: dict[str, Callable[[_Check], None]] = {
     "featstore.features.mgd:mgd": _check_mgd,
     "featstore.features.mgd:mgd_cep": _check_mgd_cep,
     "featstore.features.spectral:logmel": _check_logmel,
     "featstore.features.spectral:fbank": _check_mel,
     "featstore.features.lfcc:lfcc": _check_lfcc,
+    "featstore.features.cqcc:cqcc": _check_cqcc,
 }
 
 

@@ -160,12 +160,17 @@ class ModelSpec:
         Store features it consumes.
     description : str
         One line for listings and the docs.
+    family : {"neural", "gmm"}, default "neural"
+        ``"gmm"``: an official GMM baseline (:mod:`trainer.gmm_baseline`), trained and
+        scored by ``trainer.fit``/``trainer.score`` without a network; :func:`build_model`
+        refuses it.
     """
 
     name: str
     constructor: Callable[..., CountermeasureModel]
     features: tuple[str, ...]
     description: str
+    family: str = "neural"
 
 
 def _constructor(
@@ -313,6 +318,44 @@ register_model(
     ("lfcc",),
     "LFCC-LCNN (ASVspoof 2021 baseline): light CNN with max-feature-map + BLSTM",
 )
+
+
+def _not_a_network(name: str) -> Callable[..., CountermeasureModel]:
+    def construct(**kwargs: Any) -> CountermeasureModel:
+        raise ModelError(
+            f"model {name!r} is a GMM baseline, not a neural network: train it with "
+            f"trainer.fit(store, model={name!r}) or 'trainer fit STORE --model {name}'"
+        )
+
+    return construct
+
+
+def _register_gmm_baseline(name: str, feature: str, description: str) -> None:
+    _REGISTRY[name] = ModelSpec(name, _not_a_network(name), (feature,), description, "gmm")
+
+
+_register_gmm_baseline(
+    "lfcc-gmm",
+    "lfcc",
+    "LFCC-GMM (ASVspoof 2019/2021 baseline): two 512-component diagonal GMMs, frame LLR",
+)
+_register_gmm_baseline(
+    "cqcc-gmm",
+    "cqcc",
+    "CQCC-GMM (ASVspoof 2019/2021 baseline): two 512-component diagonal GMMs, frame LLR",
+)
+
+
+def is_gmm_model(name: object) -> bool:
+    """Whether ``name`` is a registered GMM baseline (``lfcc-gmm``, ``cqcc-gmm``).
+
+    Examples
+    --------
+    >>> is_gmm_model("cqcc-gmm"), is_gmm_model("grcnn"), is_gmm_model(None)
+    (True, False, False)
+    """
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    return spec is not None and spec.family == "gmm"
 
 
 def build_model(name: str, **kwargs: Any) -> CountermeasureModel:
