@@ -131,7 +131,7 @@ def test_build_table_keeps_the_feature_tables(tmp_path: Path) -> None:
 
 def test_every_example_config_parses() -> None:
     conf = Path(__file__).resolve().parent.parent / "pipelines" / "conf"
-    files = sorted(conf.glob("*.toml"))
+    files = sorted(f for f in conf.glob("*.toml") if not f.name.endswith(".fit.toml"))
     assert {f.name for f in files} >= {
         "asvspoof2019_la.toml",
         "asvspoof2021_la_df.toml",
