@@ -1,4 +1,4 @@
-"""Calibration and fusion speed (issue 14 target: 71k scores in under 1 s) against baselines.
+"""Calibration and fusion speed (target: 71k scores in under 1 s) against baselines.
 
 Three measurements, each the median of ``--repeat`` runs after one untimed warm-up, with its
 baseline measured in the same run, interleaved:

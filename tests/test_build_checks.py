@@ -1,4 +1,4 @@
-"""featstore build refuses or reports what used to pass without a word (issue 12).
+"""featstore build refuses or reports what used to pass without a word.
 
 Bad feature parameters and configuration values fail before extraction; empty protocols
 fail; ids in two splits and clipped audio are reported; the summary counts bona fide and

@@ -51,7 +51,7 @@ def test_recovers_the_true_llr_and_actdcf_meets_mindcf():
 
 
 def test_matches_the_literal_objective_minimised_independently():
-    # the objective on raw (unstandardised) scores, minimised by Nelder-Mead
+    # the textbook objective on raw (unstandardised) scores, minimised by Nelder-Mead
     from scipy.optimize import minimize
 
     raw, labels = gaussian_scores(300, 1200, seed=3)

@@ -1,4 +1,4 @@
-"""No silently wrong training or scoring result (issue 12): bins, run locks, score files of
+"""No silently wrong training or scoring result: bins, run locks, score files of
 two stores, I/O faults, corrupt checkpoints, config ranges, one-class splits, crop lengths,
 resume without a checkpoint, ``--verify``."""
 
