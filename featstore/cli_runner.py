@@ -1,8 +1,9 @@
 """How both command-line tools (``featstore``, ``trainer``) run and exit.
 
 Errors from bad input (:class:`featstore.errors.SpoofstoreError`) become one
-``error: ...`` line on stderr and exit code 2; usage errors keep click's message and code;
-Ctrl-C exits 130. Anything else is a bug and keeps its traceback.
+``error: ...`` line on stderr and exit code 2 (exit code 1 for a
+:class:`featstore.errors.ResourceError`: disk full, permission, ...); usage errors keep
+click's message and code; Ctrl-C exits 130. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from featstore.errors import SpoofstoreError
+from featstore.errors import ResourceError, SpoofstoreError
 
 
 def run_cli(group: click.Group, prog_name: str, argv: list[str] | None = None) -> None:
@@ -28,6 +29,9 @@ def run_cli(group: click.Group, prog_name: str, argv: list[str] | None = None) -
     """
     try:
         rc = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except ResourceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except SpoofstoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -1,7 +1,8 @@
 """Typed errors users can act on.
 
 Every error that bad *input* can cause derives from :class:`SpoofstoreError`. The command-line
-tools print ``error: <message>`` on one line and exit with code 2 for these; anything else is
+tools print ``error: <message>`` on one line and exit with code 2 for these, and with code 1
+for a :class:`ResourceError` (the environment is at fault, not the input); anything else is
 a bug and keeps its traceback.
 """
 
@@ -59,3 +60,8 @@ class ConfigError(FeatureError):
     A :class:`FeatureError` too: ``except FeatureError`` also catches bad feature parameters.
     An unknown feature *name* is a plain :class:`FeatureError`.
     """
+
+
+class ResourceError(SpoofstoreError):
+    """The environment, not the input, is at fault (disk full, permission denied, lock held,
+    missing credentials, ...): one ``error:`` line and exit code 1."""
