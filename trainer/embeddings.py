@@ -130,7 +130,7 @@ def _checked(
         raise EmbeddingError(None, f"label has shape {lab.shape}, expected ({n},)")
     if lab.dtype.kind not in "iu" or not np.all(np.isin(lab, (-1, 0, 1))):
         bad = lab.ravel()[~np.isin(lab, (-1, 0, 1))]
-        what = bad[0] if bad.size else lab.dtype
+        what = bad[0].item() if bad.size else lab.dtype
         raise EmbeddingError(None, f"label must be 1, 0 or -1 (int8), got {what!r}")
     lab = lab.astype(np.int8)
     bad_rows = np.flatnonzero(~np.all(np.isfinite(v), axis=1))
@@ -138,7 +138,7 @@ def _checked(
         i = int(bad_rows[0])
         raise EmbeddingError(
             None,
-            f"{bad_rows.size} embedding(s) hold NaN or inf, the first of utterance {ids[i]!r} "
+            f"{bad_rows.size} embedding(s) hold NaN or inf, the first of utterance {str(ids[i])!r} "
             f"(row {i})",
         )
     _check_unique(ids)
@@ -146,7 +146,8 @@ def _checked(
     if wrong.size:
         i = int(wrong[0])
         raise EmbeddingError(
-            None, f"bona fide utterance {ids[i]!r} has attack {attacks[i]!r} (expected '-')"
+            None,
+            f"bona fide utterance {str(ids[i])!r} has attack {str(attacks[i])!r} (expected '-')",
         )
     if not isinstance(meta, dict):
         raise EmbeddingError(None, f"meta must be a dict, got {type(meta).__name__}")
@@ -170,7 +171,7 @@ def _strings(values: Any, n: int, name: str) -> np.ndarray:
     bad = [i for i, x in enumerate(arr.tolist()) if not x or len(x.split()) != 1 or x != x.strip()]
     if bad:
         raise EmbeddingError(
-            None, f"{name} {arr[bad[0]]!r} (row {bad[0]}) is empty or holds whitespace"
+            None, f"{name} {str(arr[bad[0]])!r} (row {bad[0]}) is empty or holds whitespace"
         )
     return arr
 
@@ -320,6 +321,9 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
     if path.is_dir():
         raise EmbeddingError(None, "is a directory; an .npz embedding file must be a file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise EmbeddingError(None, "not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in (*_ARRAYS, _NPZ_META) if k not in data.files]
