@@ -34,8 +34,13 @@ class GaussianMixtureParams:
     def covariance_type(self) -> str:
         return "diag" if self.precisions_cholesky.ndim == 2 else "full"
 
-    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
-        """``log p(x_i)`` under the mixture, ``(N,)``."""
+    def log_likelihood(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """``log p(x_i)`` under the mixture, ``(N,)`` (in blocks of ``chunk`` rows, so that
+        the temporaries stay in cache)."""
+        if x.shape[0] > chunk:
+            return np.concatenate(
+                [self.log_likelihood(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+            )
         from scipy.special import logsumexp
 
         d = x.shape[1]

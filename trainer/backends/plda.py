@@ -2,9 +2,9 @@
 
 The recipe of LC-GRNN (Gomez-Alanis et al., 2019): every training embedding is centred
 (training mean) and length-normalised, reduced by LDA (scikit-learn's
-``LinearDiscriminantAnalysis``) over the classes *bona fide* and *each training attack*,
-and modelled by a two-covariance PLDA (Sizov et al., 2014, "Unifying probabilistic linear
-discriminant analysis variants"), written here:
+``LinearDiscriminantAnalysis``, eigen solver, shrinkage 1e-3) over the classes *bona fide*
+and *each training attack*, and modelled by a two-covariance PLDA (Sizov et al., 2014,
+"Unifying probabilistic linear discriminant analysis variants"), written here:
 
     y_k ~ N(mu, B)            the latent mean of class k
     x | y_k ~ N(y_k, W)       an embedding of class k
@@ -274,9 +274,12 @@ class PldaBackend:
         xn = length_normalise(x - centre)
         max_dim = min(len(names) - 1, x.shape[1])
         dim = max_dim if lda_dim is None else max(1, min(int(lda_dim), max_dim))
-        lda = LinearDiscriminantAnalysis(solver="svd", n_components=dim).fit(xn, classes)
+        # the eigen solver (with a slight fixed shrinkage, so that the within-class covariance
+        # is invertible) is 8-20x faster than the default SVD one at 25k x 960 (bench)
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=1e-3, n_components=dim)
+        lda.fit(xn, classes)
         scalings = np.asarray(lda.scalings_)[:, :dim]
-        lda_mean = np.asarray(lda.xbar_)
+        lda_mean = xn.mean(axis=0)
         z = (xn - lda_mean) @ scalings
         plda = TwoCovariancePLDA.fit(z, classes, n_iter=n_iter)
         pc = plda.class_models(z, classes)
