@@ -365,3 +365,23 @@ def test_api_takes_records_as_well_as_paths(tmp_path):
     side = json.loads(out.with_name("s.txt.json").read_text())
     assert side["backend"]["path"] is None and side["n_utterances"] == 50
     assert "log mean_k N(x; attack k)" in side["score"]
+
+
+def test_gmm_thread_limit_does_not_change_the_fit():
+    emb = _emb(400)
+    one = GmmBackend.fit(emb.vectors, emb.label, emb.attack, components=2, threads=1)
+    lib = GmmBackend.fit(emb.vectors, emb.label, emb.attack, components=2, threads=None)
+    np.testing.assert_allclose(one.score(emb.vectors), lib.score(emb.vectors), rtol=1e-9)
+
+
+def test_importing_backends_and_embeddings_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer.backends, trainer.embeddings, trainer.cli; "
+        "heavy = [m for m in ('sklearn', 'torch', 'zarr', 'threadpoolctl') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
