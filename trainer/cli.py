@@ -525,6 +525,76 @@ def fuse_cmd(
     _print_calibration_report(report)
 
 
+# --- backend ----------------------------------------------------------------------------------
+
+
+@cli.group("backend")
+def backend_group() -> None:
+    """Back-ends on utterance embeddings (plda, gmm, logreg, cosine): fit, then score."""
+
+
+@backend_group.command("fit")
+@click.argument("embeddings", type=click.Path())
+@click.option("--kind", required=True, help="plda, gmm, logreg or cosine.")
+@click.option("--dev", type=click.Path(), default=None, help="Dev embeddings: report metrics.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Back-end file.")
+@click.option("--lda-dim", type=int, default=None, help="plda: LDA dimension [classes - 1].")
+@click.option("--components", type=int, default=None, help="gmm: components per class [8].")
+@click.option("--c", "c", type=float, default=None, help="logreg: inverse L2 strength [1.0].")
+@click.option("--seed", type=int, default=None, help="gmm: random seed [0].")
+def backend_fit_cmd(
+    embeddings: str, kind: str, dev: str | None, out: str, **options: int | float | None
+) -> None:
+    """Fit a back-end on labelled EMBEDDINGS (.npz or Zarr, from 'trainer embed') into OUT."""
+    from trainer.backends import fit_backend, save_backend
+
+    settings = {k: v for k, v in options.items() if v is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = fit_backend(embeddings, kind=kind, dev=dev, **settings)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        click.echo(f"warning: {message}", err=True)
+    save_backend(out, trained)
+    n = trained.training
+    click.echo(
+        f"wrote {out} ({kind}, {trained.dim} dims, {n['n']} embeddings: "
+        f"{n['n_bonafide']} bona fide, {n['n_spoof']} spoof)"
+    )
+    if trained.dev is not None:
+        d = trained.dev
+        click.echo(
+            f"dev: EER {100 * d['eer']:.2f}%  minDCF {d['min_dcf']:.4f}  "
+            f"actDCF {d['act_dcf']:.4f}  Cllr {d['cllr']:.4f}"
+        )
+
+
+@backend_group.command("score")
+@click.argument("backend", type=click.Path())
+@click.argument("embeddings", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Score file.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["asvspoof2019", "asvspoof2021", "asvspoof5"]),
+    default=None,
+    help="Layout [default: asvspoof2019; asvspoof2021 for embeddings without keys].",
+)
+@click.option("--force", is_flag=True, help="Apply to embeddings of another model or run.")
+def backend_score_cmd(
+    backend: str, embeddings: str, out: str, format_: str | None, force: bool
+) -> None:
+    """Score EMBEDDINGS with BACKEND into one score file (natural-log LLRs; provenance in
+    <out>.json), readable by 'trainer metrics'."""
+    from trainer.backends import score_embeddings
+
+    path = score_embeddings(backend, embeddings, out, format=format_, force=force)
+    info = json.loads(path.with_name(path.name + ".json").read_text())
+    click.echo(
+        f"wrote {path} ({info['n_utterances']} utterances, {info['format']}, "
+        f"{info['backend']['kind']} back-end)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``error: ...`` and exit code 2 for bad input)."""
     run_cli(cli, "trainer", argv)

@@ -15,3 +15,13 @@ class MetricsError(SpoofstoreError, ValueError):
 
 class TrainingError(SpoofstoreError):
     """Training cannot go on (non-finite loss, incompatible store or checkpoint, ...)."""
+
+
+class EmbeddingError(LocatedError):
+    """An embedding file is malformed or inconsistent (shapes, non-finite vectors, duplicate
+    ids, ...): ``FILE: message``."""
+
+
+class BackendError(LocatedError):
+    """A back-end cannot be trained or applied (one class only, another embedding dimension
+    or model, a malformed back-end file): ``FILE: message``."""
