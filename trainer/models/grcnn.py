@@ -393,8 +393,20 @@ class GRCNN(CountermeasureModel):
             for cell in stream.cells:
                 cell.chunk = windows_per_conv
 
-    def forward(self, **features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 2)`` from ``{feature: (B, n_frames, n_bins)}`` (class 1 = bona fide)."""
+    @property
+    def embedding_dim(self) -> int:
+        """Width of :meth:`embed`'s output: the streams' embeddings together (960 for two
+        streams at the default ``embedding_size``)."""
+        return self.classifier.in_features
+
+    def embed(self, **features: torch.Tensor) -> torch.Tensor:
+        """Utterance embedding ``(B, embedding_dim)``: the streams' embeddings concatenated
+        (in :attr:`features` order), what the last linear layer reads, so
+        ``forward(**x) == classifier(embed(**x))``."""
         xs = self.inputs(features)
         embeddings = [self.streams[f](x) for f, x in zip(self.features, xs, strict=True)]
-        return self.classifier(torch.cat(embeddings, dim=1))
+        return torch.cat(embeddings, dim=1)
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 2)`` from ``{feature: (B, n_frames, n_bins)}`` (class 1 = bona fide)."""
+        return self.classifier(self.embed(**features))

@@ -95,10 +95,23 @@ class LCNN(CountermeasureModel):
         self.blstm = nn.LSTM(dim, dim // 2, num_layers=2, batch_first=True, bidirectional=True)
         self.classifier = nn.Linear(dim, 2)
 
-    def forward(self, **features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 2)`` from ``lfcc=(B, n_frames, n_bins)`` (class 1 = bona fide)."""
+    @property
+    def embedding_dim(self) -> int:
+        """Width of :meth:`embed`'s output: ``32 * (n_bins // 16)`` (96 for 60 LFCC dims)."""
+        return self.classifier.in_features
+
+    def embed(self, **features: torch.Tensor) -> torch.Tensor:
+        """Utterance embedding ``(B, embedding_dim)``: the time average the classifier reads.
+
+        The BLSTM output plus its input (the residual sum), averaged over time: the
+        penultimate layer, so ``forward(**x) == classifier(embed(**x))``.
+        """
         (x,) = self.inputs(features)
         h = self.cnn(x.unsqueeze(1))  # (B, 32, frames // 16, n_bins // 16)
         h = h.permute(0, 2, 1, 3).flatten(2)  # (B, frames // 16, 32 * (n_bins // 16))
         out, _ = self.blstm(h)
-        return self.classifier((out + h).mean(dim=1))
+        return (out + h).mean(dim=1)
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 2)`` from ``lfcc=(B, n_frames, n_bins)`` (class 1 = bona fide)."""
+        return self.classifier(self.embed(**features))

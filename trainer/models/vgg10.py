@@ -109,12 +109,26 @@ class VGG10(CountermeasureModel):
             nn.Linear(hidden, 2),
         )
 
-    def forward(self, **features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 2)``; inputs longer than one window give the mean over windows."""
+    @property
+    def embedding_dim(self) -> int:
+        """Width of :meth:`embed`'s output: the dense layer's units (``hidden``, 1024)."""
+        return self.classifier[-1].in_features
+
+    def embed(self, **features: torch.Tensor) -> torch.Tensor:
+        """Utterance embedding ``(B, hidden)``: the dense layer's output (after ReLU/dropout).
+
+        Inputs longer than one window give the mean over windows. The output layer is
+        linear, so ``forward(**x) == classifier[-1](embed(**x))`` is the mean of the windows'
+        logits.
+        """
         (x,) = self.inputs(features)
         batch = x.shape[0]
         windows = x.unfold(1, self.eval_window, self.eval_hop)  # (B, n_win, bins, context)
         n_win = windows.shape[1]
         images = windows.reshape(batch * n_win, 1, *windows.shape[2:])
-        logits = self.classifier(self.blocks(images))
-        return logits.view(batch, n_win, 2).mean(dim=1)
+        hidden = self.classifier[:-1](self.blocks(images))
+        return hidden.view(batch, n_win, -1).mean(dim=1)
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 2)``; inputs longer than one window give the mean over windows."""
+        return self.classifier[-1](self.embed(**features))
