@@ -24,6 +24,11 @@ _LAZY = {
     "FitConfig": "trainer.config",
     "score": "trainer.scoring",
     "compute_metrics": "trainer.metrics",
+    "embed": "trainer.embedding_extraction",
+    "read_embeddings": "trainer.embeddings",
+    "write_embeddings": "trainer.embeddings",
+    "fit_backend": "trainer.backends",
+    "score_embeddings": "trainer.backends",
 }
 
 __all__ = [
@@ -32,9 +37,14 @@ __all__ = [
     "__version__",
     "build_model",
     "compute_metrics",
+    "embed",
     "fit",
+    "fit_backend",
+    "read_embeddings",
     "register_model",
     "score",
+    "score_embeddings",
+    "write_embeddings",
 ]
 
 

@@ -1,4 +1,4 @@
-"""``trainer``: the command-line layer over the :mod:`trainer` API (fit, score, metrics).
+"""``trainer``: the command-line layer over the :mod:`trainer` API (fit, score, metrics, ...).
 
 Only parses arguments, calls the API and prints. Errors from bad input
 (:class:`featstore.errors.SpoofstoreError`) become one ``error: ...`` line and exit code 2.
@@ -592,6 +592,67 @@ def backend_score_cmd(
     click.echo(
         f"wrote {path} ({info['n_utterances']} utterances, {info['format']}, "
         f"{info['backend']['kind']} back-end)"
+    )
+
+
+# --- embed ------------------------------------------------------------------------------------
+
+
+@cli.command("embed")
+@click.option(
+    "--run",
+    default=None,
+    help="Run directory [default: the one under ./runs whose checkpoint was written last].",
+)
+@click.option("--split", default="eval", show_default=True, help="Store split to embed.")
+@click.option("--store", default=None, help="Feature store [default: the run's training store].")
+@click.option(
+    "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
+)
+@click.option(
+    "--out",
+    default=None,
+    help="Embedding file, .npz by suffix, else Zarr [default: <run>/embeddings_<split>.zarr; "
+    "<run>/embeddings_<storename>_<split>.zarr for a store other than the run's].",
+)
+@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision of the forward passes.",
+)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Embed a store whose fingerprint differs; replace an --out file of another run, "
+    "store or split.",
+)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the store's checksums first (featstore verify); refuse it on problems.",
+)
+def embed_cmd(quiet: bool, **options) -> None:
+    """Write the utterance embeddings of a store split (the input of the model's last linear
+    layer; the mean over windows for windowed models) with their ids, labels and attacks, in
+    the order of 'trainer score', for 'trainer backend fit/score'."""
+    from trainer.embedding_extraction import embed
+    from trainer.embeddings import read_embeddings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        path = embed(progress=not quiet, **options)
+    for w in caught:  # quarantined or frameless utterances: one line each, not a traceback
+        click.echo(f"warning: {w.message}", err=True)
+    emb = read_embeddings(path)
+    click.echo(
+        f"wrote {path} ({len(emb)} embeddings of {emb.dim} dims of split {emb.meta['split']!r}: "
+        f"{emb.n_bonafide} bona fide, {emb.n_spoof} spoof, model {emb.meta['model']})"
     )
 
 
