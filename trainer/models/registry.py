@@ -40,6 +40,13 @@ class CountermeasureModel(nn.Module):
     Subclasses set the attributes in ``__init__`` and implement ``forward(**features)``
     returning logits ``(B, 2)`` (class 1 = bona fide), calling :meth:`inputs` first.
 
+    For ``trainer embed`` (back-ends on utterance embeddings) a model also implements
+    ``embed(**features)`` returning the utterance embedding ``(B, embedding_dim)``, the
+    input of its last linear layer, so that ``forward(**x) == last_linear(embed(**x))``
+    (for inputs longer than one window of a windowed model: the mean over windows), and
+    ``embedding_dim``. The built-in networks do; ``trainer embed`` refuses a model without
+    them with a :class:`ModelError`.
+
     Attributes
     ----------
     features : tuple of str
@@ -55,6 +62,8 @@ class CountermeasureModel(nn.Module):
         Window hop (frames) when :attr:`eval_window` is set.
     min_frames : int
         Inputs shorter than this are wrapped (repeated from their start) up to it.
+    embedding_dim : int
+        Width of ``embed``'s output (only for models that implement ``embed``).
     unused_bins : Mapping of str to int
         Trailing store bins of a feature the model leaves out by design (GRCNN: MGD's
         Nyquist bin, 257 store bins -> 256); a store feature must have exactly
