@@ -552,3 +552,33 @@ def test_cli_build_with_noise_dir_records_it(corpus: Path, tmp_path: Path, capsy
     recipe = Recipe.from_json(st.augmentation["recipe"])
     assert recipe.chains[0].steps[0].params["noise_dir"] == str(noise.resolve())
     assert verify_store(out) == []
+
+
+# -- stores at URLs ----------------------------------------------------------------------------
+
+
+def test_views_at_a_url_are_uploaded_and_read_through_the_cache(
+    corpus: Path, reference: Path, clean: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("fsspec")
+    import uuid
+
+    from featstore.remote import upload_store
+
+    url = f"memory://spoofstore-tests/{uuid.uuid4().hex[:8]}/views.zarr"
+    summary = _build(corpus, url, cache_dir=tmp_path / "staging", **VIEWS)
+    assert summary.out == url and summary.views_written == {"train": 6}
+    assert_stores_equal(reference, url)  # direct reads through zarr
+    cached = featstore.open_store(url, cache_dir=tmp_path / "cache")
+    assert cached.array("train", "lfcc", 2).memmapped
+    for view in range(3):
+        ref = featstore.open_store(reference).array("train", "lfcc", view)[:]
+        assert cached.array("train", "lfcc", view)[:].tobytes() == ref.tobytes()
+    # a clean store at a URL gets views only by a rebuild
+    other = f"memory://spoofstore-tests/{uuid.uuid4().hex[:8]}/clean.zarr"
+    upload_store(clean, other)
+    with pytest.raises(StoreError, match=r"^memory://.*cannot add augmented views.*--overwrite"):
+        _build(corpus, other, cache_dir=tmp_path / "staging", **VIEWS)
+    assert featstore.open_store(other).n_views("train") == 1
+    _build(corpus, other, cache_dir=tmp_path / "staging", overwrite=True, **VIEWS)
+    assert_stores_equal(reference, other)

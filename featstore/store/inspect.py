@@ -170,7 +170,7 @@ class StoreInfo:
                     out.append(f"  {s.name:8s} {kinds}")
         if self.disk_bytes is not None:
             out.append(f"total on disk: {self.disk_bytes / 1e6:.1f} MB")
-        out.append("stats (per-bin mean: min..max; per-bin std: min..max):")
+        out.append("stats of the clean view (per-bin mean: min..max; per-bin std: min..max):")
         for (split, name), (m0, m1, s0, s1) in sorted(self.stats.items()):
             out.append(
                 f"  {split:8s} {name:8s} mean {m0:9.3f} .. {m1:9.3f}  std {s0:8.3f} .. {s1:8.3f}"
@@ -194,10 +194,10 @@ class StoreInfo:
         ]
         for s in self.splits:
             if s.views > 1:
-                out.append(
-                    f"  {s.name:8s} {s.views} views, {s.views_quarantined} quarantined "
-                    "(their rows copy the clean view; Store.view_mask excludes them)"
-                )
+                row = f"  {s.name:8s} {s.views} views, {s.views_quarantined} quarantined"
+                if s.views_quarantined:
+                    row += " (their rows copy the clean view; Store.view_mask excludes them)"
+                out.append(row)
         shown = self.view_quarantine if all_quarantined else self.view_quarantine[:_MAX_LISTED]
         out += [f"  {split}/{utt} view {k}: {reason}" for split, utt, k, reason in shown]
         if len(self.view_quarantine) > len(shown):
