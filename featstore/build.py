@@ -456,7 +456,8 @@ def _resolve_augment(
 
 
 def _split_names(splits: str | Sequence[str]) -> tuple[str, ...]:
-    """``"train,dev"`` or a list -> checked, distinct split names in the given order."""
+    """``"train,dev"`` or a list -> checked, distinct split names, sorted (canonical: the
+    order does not change the views, so ``dev,train`` is the same build)."""
     names = tuple(_feature_list(splits))
     if not names:
         raise ConfigError("--augment-splits names no split")
@@ -465,7 +466,7 @@ def _split_names(splits: str | Sequence[str]) -> tuple[str, ...]:
             raise ConfigError(f"--augment-splits: {name!r} is not a split name")
     if len(set(names)) != len(names):
         raise ConfigError(f"--augment-splits lists a split twice: {', '.join(names)}")
-    return names
+    return tuple(sorted(names))
 
 
 # ============================================================================================

@@ -159,7 +159,8 @@ def test_augment_splits_and_seed(corpus: Path, reference: Path, tmp_path: Path) 
     out = tmp_path / "both.zarr"
     _build(corpus, out, augment_splits="train,dev", augment_seed=3, **VIEWS)
     st, ref = featstore.open_store(out), featstore.open_store(reference)
-    assert st.n_views("dev") == 3 and st.augmentation["splits"] == ["train", "dev"]
+    assert st.n_views("dev") == 3 and st.augmentation["splits"] == ["dev", "train"]
+    assert _build(corpus, out, augment_splits="dev,train", augment_seed=3, **VIEWS).noop
     assert st.array("train", "lfcc", 1)[:].tobytes() != ref.array("train", "lfcc", 1)[:].tobytes()
     assert verify_store(out) == []
 
