@@ -19,10 +19,22 @@ interleaved; it prints the overhead of the Dask path (dask2 / jobs2 build wall, 
 (loky: its ``rchar`` from ``/proc/self/io`` during the build, i.e. the results read from the
 workers' pipes; Dask: the bytes the workers sent, ``transfer_outgoing_bytes_total``).
 
+With ``--views K`` the runs are ``clean`` (``--jobs 2``, no views) and one build with K
+augmented views per ``--recipe`` (default: the issue's recipe, the ``codec`` default list
+with Opus, the list without Opus, G.711 only, and ``gain`` -- nearly free, so its ratio is the
+floor set by extracting K more views), interleaved; it prints each build's wall and CPU time
+and their ratios to the clean build (issue 13: a 3-view build with codecs at most 4.5x the
+clean one). ``--augment-splits`` is ``train,dev`` by default, i.e. every utterance gets K
+views and the ratio is the per-utterance cost (1 + K extractions + K augmentations, against
+one extraction); with ``--augment-splits train`` (the build's default) only 2/3 of this
+corpus does.
+
 Usage::
 
     .venv/bin/python bench/bench_build.py [--hours 2] [--repeat 3] [--cache DIR]
     .venv/bin/python bench/bench_build.py --backend dask [--hours 2] [--repeat 3]
+    .venv/bin/python bench/bench_build.py --views 3 [--recipe R ...] [--augment-splits train]
+        [--jobs 2] [--hours 0.5] [--repeat 3] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -106,6 +118,7 @@ _RUNNER = """
 import contextlib, json, resource, sys, time, featstore, featstore.build, joblib, tqdm, zarr
 from featstore.parallel import parallel_backend
 backend = sys.argv[5] if len(sys.argv) > 5 else "loky"
+views = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
 def rchar():  # bytes this process read with read(): loky results arrive through pipes
     with open("/proc/self/io") as fh:
         return int(next(line for line in fh if line.startswith("rchar")).split()[1])
@@ -114,7 +127,7 @@ with parallel_backend(backend, int(sys.argv[4])) as info:  # dask: the LocalClus
     start = time.perf_counter() - t0
     r0 = rchar()
     s = featstore.build(sys.argv[1], sys.argv[2], sys.argv[3], features="mgd,logmel",
-                        jobs=int(sys.argv[4]), quiet=True)
+                        jobs=int(sys.argv[4]), quiet=True, **views)
     if info.client is None:
         moved = rchar() - r0
     else:  # what the workers sent (results to the client, relayed or not)
@@ -167,6 +180,65 @@ def run_measured(args: list[str]) -> tuple[dict, float, int, float]:
     return json.loads(out.strip().splitlines()[-1]), wall, peak, cpu
 
 
+DEFAULT_RECIPES = (
+    "rawboost-5|codec|noise+reverb",
+    "codec",
+    "codec(codecs='mp3,vorbis,mulaw,alaw')",
+    "codec(codecs='mulaw,alaw')",
+    "gain",
+)
+"""The recipes ``--views`` times by default (see the module docstring)."""
+
+
+def bench_views(
+    corpus: Path, views: int, recipes: list[str], repeat: int, splits: str, jobs: int
+) -> None:
+    """Time clean and K-view builds of ``splits``, interleaved; print ratios to clean."""
+    configs = [("clean", None)] + [(f"r{i}", r) for i, r in enumerate(recipes, 1)]
+    results: dict[str, list[dict]] = {name: [] for name, _ in configs}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_views_"))
+    try:
+        for r in range(repeat):
+            for name, recipe in configs:
+                out = tmp / f"{name}-{r}.zarr"
+                extra = {"augment": recipe, "views": views, "augment_splits": splits}
+                extra = {} if recipe is None else extra
+                child = [_RUNNER, str(corpus / "protocols"), str(corpus), str(out), str(jobs)]
+                child.append("loky")
+                info, wall, peak, cpu = run_measured([*child, json.dumps(extra)])
+                results[name].append({**info, "process_wall": wall, "tree_peak": peak, "cpu": cpu})
+                results[name][-1]["bytes"] = dir_bytes(out)
+                shutil.rmtree(out)
+                print(
+                    f"  run {r + 1} {name:5s}: build {info['wall']:7.1f} s, CPU {cpu:7.1f} s, "
+                    f"tree peak {peak / 2**20:6.0f} MiB, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(row[key] for row in results[name])
+
+    audio = results["clean"][0]["audio"]
+    print(
+        f"\naudio: {audio / 3600:.3f} h (clean); {views} views of {splits}; --jobs {jobs}; "
+        f"median of {repeat}"
+    )
+    print(
+        f"{'config':6s} {'wall s':>8s} {'x clean':>8s} {'CPU s':>8s} {'x clean':>8s} "
+        f"{'peak MiB':>9s} {'MB/audio-h':>11s}  recipe"
+    )
+    for name, recipe in configs:
+        wall, cpu = med(name, "wall"), med(name, "cpu")
+        print(
+            f"{name:6s} {wall:8.1f} {wall / med('clean', 'wall'):8.2f} {cpu:8.1f} "
+            f"{cpu / med('clean', 'cpu'):8.2f} {med(name, 'tree_peak') / 2**20:9.0f} "
+            f"{med(name, 'bytes') / (audio / 3600) / 1e6:11.0f}  {recipe or '(no views)'}"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
 def dir_bytes(path: Path) -> int:
     """Bytes of every file under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -184,6 +256,25 @@ def main() -> None:
         / "build-corpus",
     )
     parser.add_argument(
+        "--views",
+        type=int,
+        default=0,
+        help="compare a clean build with builds of this many augmented views (per --recipe)",
+    )
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=None,
+        help="augmentation recipe of the --views builds (repeatable) [default: five, see the "
+        "module docstring]",
+    )
+    parser.add_argument(
+        "--augment-splits",
+        default="train,dev",
+        help="splits the --views builds augment [default: train,dev: every utterance]",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="--jobs of the --views builds")
+    parser.add_argument(
         "--backend",
         choices=["loky", "dask"],
         default="loky",
@@ -197,6 +288,10 @@ def main() -> None:
         f"ready in {time.perf_counter() - t0:.0f} s)"
     )
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.views:
+        recipes = args.recipe or list(DEFAULT_RECIPES)
+        bench_views(corpus, args.views, recipes, args.repeat, args.augment_splits, args.jobs)
+        return
 
     configs = ("floor", "jobs1", "jobs2") if args.backend == "loky" else ("jobs2", "dask2")
     results: dict[str, list[dict]] = {name: [] for name in configs}

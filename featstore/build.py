@@ -60,6 +60,7 @@ import numpy as np
 
 from featstore.atomic_files import write_json_atomic
 from featstore.audio import CLIPPED_FRACTION, CLIPPED_NOTE, load_audio
+from featstore.augment import Recipe, apply_chain, parse_recipe, view_rng
 from featstore.errors import (
     AudioError,
     ConfigError,
@@ -78,6 +79,7 @@ from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.direct_io import aligned_empty
 from featstore.store.journal import SplitJournal, read_json
 from featstore.store.layout import (
+    CLEAN_LAYOUT_VERSION,
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_SHARD_FRAMES,
     DTYPE,
@@ -85,6 +87,9 @@ from featstore.store.layout import (
     FIXED_COLUMNS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    NAME_PATTERN,
+    RESERVED_NAMES,
+    VIEW_INDEX_GROUP,
     detect_format,
     is_remote,
     local_path,
@@ -92,6 +97,9 @@ from featstore.store.layout import (
     offset_column,
     sha256_column,
     split_checksum,
+    view_chain_column,
+    view_ok_column,
+    view_sha256_column,
 )
 
 __all__ = ["BuildConfig", "BuildSummary", "build"]
@@ -162,6 +170,12 @@ class BuildConfig:
             raise ConfigError("no features selected")
         if len(set(features)) != len(features):
             raise ConfigError(f"feature listed twice: {', '.join(features)}")
+        reserved = sorted(set(features) & RESERVED_NAMES)
+        if reserved:
+            raise ConfigError(
+                f"a feature may not be named {reserved[0]!r}: every split of a store holds a "
+                "node of that name; register the feature under another name"
+            )
         for name in features:
             get_feature(name).resolve(**params.get(name, {}))
         for name in params:
@@ -207,7 +221,7 @@ class BuildConfig:
     def fingerprint_record(self, fmt: str) -> dict[str, Any]:
         """The part of the configuration that decides the store's bytes (JSON-ready)."""
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CLEAN_LAYOUT_VERSION,  # the clean view's: views do not change it
             "format": fmt,
             "features": self.feature_records(),
             "feature_order": list(self.features),
@@ -337,6 +351,125 @@ def _sha256_json(obj: Any) -> str:
 
 
 # ============================================================================================
+# augmented views
+
+MAX_VIEWS = 64
+"""The most augmented copies per utterance a build makes (``--views``)."""
+
+
+@dataclass(frozen=True)
+class _Augment:
+    """The augmented views a build makes: ``views`` copies of every utterance of ``splits``.
+
+    Copy ``k`` (1..views) of utterance ``u`` is ``augment(signal, view_rng(seed, u, k),
+    recipe)``, then extracted with the clean view's features.
+    """
+
+    recipe: Recipe
+    seed: int
+    views: int
+    splits: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        """What the store records (metadata ``augmentation``; JSON-ready)."""
+        return {
+            "recipe": self.recipe.to_json(),
+            "recipe_text": str(self.recipe),
+            "seed": self.seed,
+            "views": self.views,
+            "splits": list(self.splits),
+        }
+
+
+def _describe_augmentation(record: Mapping[str, Any]) -> str:
+    """``3 views of train by 'rawboost-5|codec', seed 0`` (of an :meth:`_Augment.record`)."""
+    splits = record.get("splits") or []
+    return (
+        f"{record.get('views')} view(s) of {', '.join(map(str, splits))} by "
+        f"{record.get('recipe_text')!r}, seed {record.get('seed')}"
+    )
+
+
+def _resolve_augment(
+    augment: str | None,
+    views: int | None,
+    seed: int | None,
+    splits: str | Sequence[str] | None,
+    noise_dir: str | os.PathLike | None,
+    rir_dir: str | os.PathLike | None,
+) -> _Augment | None:
+    """Check the augmentation options and parse the recipe (before any audio is read).
+
+    Returns
+    -------
+    _Augment or None
+        None without ``augment``, or with ``views`` 0 (no views; the recipe is checked).
+
+    Raises
+    ------
+    ConfigError
+        ``--views`` (or another augmentation option) without ``--augment``; a bad count,
+        seed or split name; an unknown augmentation or parameter, a bad value, a missing,
+        empty or unreadable noise/RIR directory (:func:`featstore.augment.parse_recipe`);
+        ``--noise-dir``/``--rir-dir`` for a recipe without a noise/reverb step.
+    """
+    options = {
+        "--views": views,
+        "--augment-seed": seed,
+        "--augment-splits": splits,
+        "--noise-dir": noise_dir,
+        "--rir-dir": rir_dir,
+    }
+    if augment is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} needs --augment RECIPE (the augmentations that make the "
+                "views), e.g. --augment 'rawboost-5|codec' --views 3"
+            )
+        return None
+    views = 1 if views is None else views
+    if isinstance(views, bool) or not isinstance(views, numbers.Integral):
+        raise ConfigError(f"--views must be an integer, got {views!r}")
+    if not 0 <= views <= MAX_VIEWS:
+        raise ConfigError(f"--views must be from 0 to {MAX_VIEWS}, got {views}")
+    seed = 0 if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"--augment-seed must be a non-negative integer, got {seed!r}")
+    names = _split_names(("train",) if splits is None else splits)
+    defaults: dict[str, dict[str, Any]] = {}
+    dirs = (
+        ("--noise-dir", "noise", "noise_dir", noise_dir),
+        ("--rir-dir", "reverb", "rir_dir", rir_dir),
+    )
+    for _, step, param, value in dirs:
+        if value is not None:  # absolute: the store records it, workers may run elsewhere
+            defaults[step] = {param: os.path.abspath(os.fspath(value))}
+    recipe = parse_recipe(augment, defaults=defaults)
+    used = {step.name for chain in recipe.chains for step in chain.steps}
+    for flag, step, _, value in dirs:
+        if value is not None and step not in used:
+            raise ConfigError(f"{flag} is given but the recipe {augment!r} has no {step} step")
+    if views == 0:
+        return None
+    return _Augment(recipe, int(seed), int(views), names)
+
+
+def _split_names(splits: str | Sequence[str]) -> tuple[str, ...]:
+    """``"train,dev"`` or a list -> checked, distinct split names, sorted (canonical: the
+    order does not change the views, so ``dev,train`` is the same build)."""
+    names = tuple(_feature_list(splits))
+    if not names:
+        raise ConfigError("--augment-splits names no split")
+    for name in names:
+        if not NAME_PATTERN.fullmatch(name) or ".." in name:
+            raise ConfigError(f"--augment-splits: {name!r} is not a split name")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--augment-splits lists a split twice: {', '.join(names)}")
+    return tuple(sorted(names))
+
+
+# ============================================================================================
 # summary
 
 
@@ -359,7 +492,7 @@ class BuildSummary:
     wall_seconds : float
         Wall time of this call.
     audio_seconds : float
-        Seconds of audio decoded by this call.
+        Seconds of audio extracted by this call (each augmented view counts once).
     noop : bool
         True when the store was already complete.
     quarantine : list of (str, str, str)
@@ -369,6 +502,14 @@ class BuildSummary:
         (plus ``"unknown"`` for key-less trial lists).
     warnings : list of str
         Legal but suspicious input (ids in two splits, clipped audio), for the user to check.
+    augmentation : str
+        The augmented views of the store (``3 view(s) of train by 'rawboost-5', seed 0``),
+        ``""`` without views.
+    views_written, views_skipped : dict[str, int]
+        Per augmented split, utterances whose views this call made / an earlier run made.
+    view_quarantine : list of (str, str, int, str)
+        Every quarantined view of the store: ``(split, utt_id, view, reason)``; its rows
+        copy the clean ones and ``Store.view_mask`` excludes it.
     """
 
     out: str
@@ -382,6 +523,10 @@ class BuildSummary:
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    augmentation: str = ""
+    views_written: dict[str, int] = field(default_factory=dict)
+    views_skipped: dict[str, int] = field(default_factory=dict)
+    view_quarantine: list[tuple[str, str, int, str]] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -400,9 +545,10 @@ class BuildSummary:
             How many quarantined utterances to list (None: every one).
         """
         if self.noop:
+            views = f"; augmented views: {self.augmentation}" if self.augmentation else ""
             head = (
                 f"{self.out} is already complete ({sum(self.skipped.values())} utterances, "
-                f"{len(self.quarantine)} quarantined); nothing to do"
+                f"{len(self.quarantine)} quarantined{views}); nothing to do"
             )
             return "\n".join([head, *self._quarantine_lines(max_quarantined, noop=True)])
         lines = []
@@ -418,7 +564,27 @@ class BuildSummary:
             f"built {self.out} ({self.format}) in {self.wall_seconds:.1f} s: "
             f"{self.audio_seconds / 3600:.3f} h of audio, {self.realtime_factor:.0f}x real time"
         )
-        return "\n".join([head, *lines, *self._quarantine_lines(max_quarantined)])
+        views = self._view_lines(max_quarantined)
+        return "\n".join([head, *lines, *views, *self._quarantine_lines(max_quarantined)])
+
+    def _view_lines(self, limit: int | None) -> list[str]:
+        if not self.augmentation:
+            return []
+        out = [f"augmented views: {self.augmentation}"]
+        for split in sorted(set(self.views_written) | set(self.views_skipped)):
+            line = f"  {split}: views of {self.views_written.get(split, 0)} utterance(s) made"
+            if self.views_skipped.get(split):
+                line += f", {self.views_skipped[split]} already done"
+            n_bad = sum(1 for q in self.view_quarantine if q[0] == split)
+            if n_bad:
+                line += f"; {n_bad} view(s) quarantined (clean copies, masked out)"
+            out.append(line)
+        shown = self.view_quarantine if limit is None else self.view_quarantine[:limit]
+        out += [f"  {split}/{utt} view {k}: {reason}" for split, utt, k, reason in shown]
+        if len(shown) < len(self.view_quarantine):
+            more = len(self.view_quarantine) - len(shown)
+            out.append(f"  ... and {more} more quarantined view(s) (--all lists them)")
+        return out
 
     def _label_text(self, split: str) -> str:
         counts = self.labels.get(split)
@@ -487,6 +653,8 @@ class _Plan:
     warnings : tuple of str
         What the manifest holds that is legal but probably a mistake (an utterance id in
         two splits).
+    augment : _Augment or None
+        The augmented views to make (None: the clean view only).
     """
 
     cfg: BuildConfig
@@ -496,6 +664,11 @@ class _Plan:
     manifest_digest: str
     fingerprint: str
     warnings: tuple[str, ...] = ()
+    augment: _Augment | None = None
+
+    def augmentation_record(self) -> dict[str, Any] | None:
+        """The metadata ``augmentation`` of this build (None: no views)."""
+        return None if self.augment is None else self.augment.record()
 
     @property
     def n_utterances(self) -> int:
@@ -517,6 +690,7 @@ def _plan(
     manifest: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     cfg: BuildConfig,
+    augment: _Augment | None = None,
 ) -> _Plan:
     """Read the manifest and decide the destination, format and split order.
 
@@ -524,13 +698,21 @@ def _plan(
     ------
     ManifestError
         A malformed protocol, duplicate or unsafe utterance ids.
+    ConfigError
+        ``augment`` names a split the manifest does not have.
     """
     out_path = local_path(out)  # file:// URLs too
     fmt = cfg.format or detect_format(out_path)
     utterances = read_manifest(manifest)
     _check_protocols_not_empty(manifest, utterances)
     splits = _group_by_split(utterances)
+    for split in augment.splits if augment else ():
+        if split not in splits:
+            raise ConfigError(
+                f"--augment-splits: the manifest has no split {split!r}; it has {', '.join(splits)}"
+            )
     return _Plan(
+        augment=augment,
         cfg=cfg,
         out=out_path,
         fmt=fmt,
@@ -620,6 +802,9 @@ class _StoreStatus(Enum):
     """An unfinished build of the same configuration and manifest: continue it."""
     COMPLETE = "complete"
     """A finished store of the same configuration and manifest: nothing to do."""
+    EXTEND = "extend"
+    """A finished store of the same configuration and manifest without the augmented views
+    the build asks for: add them, keeping its clean view (or continue adding them)."""
     CONFLICT = "conflict"
     """Anything else: refuse to touch it."""
 
@@ -633,9 +818,10 @@ class _StoreState:
     status : _StoreStatus
         See :class:`_StoreStatus`.
     metadata : Mapping or None
-        The finished store's metadata (``COMPLETE``).
+        The finished store's metadata (``COMPLETE``, ``EXTEND``).
     build_record : Mapping or None
-        The unfinished build's ``build.json`` (``RESUME``).
+        The unfinished build's ``build.json`` (``RESUME``; ``EXTEND`` when continuing an
+        addition of views).
     conflict : str
         Why the destination is refused, for the user (``CONFLICT``).
     """
@@ -679,8 +865,27 @@ def _reconcile(writer: Any, plan: _Plan, overwrite: bool) -> _StoreState:
         conflict = _finished_store_conflict(existing, plan)
         if conflict:
             return _StoreState(_StoreStatus.CONFLICT, conflict=conflict)
+        if previous is not None and previous.get("extends"):  # views being added to it
+            wanted = plan.augmentation_record()
+            if wanted == previous.get("augmentation"):
+                return _StoreState(_StoreStatus.EXTEND, metadata=existing, build_record=previous)
+            if wanted is not None:
+                return _StoreState(
+                    _StoreStatus.CONFLICT,
+                    conflict="holds an unfinished addition of augmented views made another "
+                    f"way ({_describe_augmentation(previous.get('augmentation') or {})}); "
+                    "re-run that command to finish it, or run the build without --augment to "
+                    "drop it",
+                )
+            for split in (previous.get("augmentation") or {}).get("splits", []):
+                writer.remove_views(split)  # abandoned by a plain re-run: the store is as it was
         if writer.state_dir.is_dir():  # left over from a run killed after its last step
             shutil.rmtree(writer.state_dir)
+        conflict = _views_conflict(existing, plan)
+        if conflict:
+            return _StoreState(_StoreStatus.CONFLICT, conflict=conflict)
+        if plan.augment is not None and existing.get("augmentation") is None:
+            return _StoreState(_StoreStatus.EXTEND, metadata=existing)
         return _StoreState(_StoreStatus.COMPLETE, metadata=existing)
     if previous is not None:
         conflict = _unfinished_build_conflict(previous, plan)
@@ -705,13 +910,39 @@ def _finished_store_conflict(metadata: Mapping[str, Any], plan: _Plan) -> str:
     return ""
 
 
+def _views_conflict(metadata: Mapping[str, Any], plan: _Plan) -> str:
+    """Why a finished store cannot get (or already has other) augmented views ("" if fine).
+
+    A build without ``--augment`` accepts any finished store of its configuration; one
+    with views accepts a store without views (they are added) or with the same ones.
+    """
+    have, wanted = metadata.get("augmentation"), plan.augmentation_record()
+    if wanted is None or have is None or have == wanted:
+        return ""
+    return (
+        f"already holds augmented views made another way ({_describe_augmentation(have)}; "
+        f"this build: {_describe_augmentation(wanted)}); use --overwrite to rebuild it, "
+        "clean view included"
+    )
+
+
 def _unfinished_build_conflict(record: Mapping[str, Any], plan: _Plan) -> str:
     """Why an unfinished build cannot be resumed by this one ("" when it can)."""
-    if record.get("fingerprint") == plan.fingerprint and (
-        record.get("manifest_digest") == plan.manifest_digest
-    ):
+    same_config = record.get("fingerprint") == plan.fingerprint
+    same_manifest = record.get("manifest_digest") == plan.manifest_digest
+    same_views = record.get("augmentation") == plan.augmentation_record()
+    if same_config and same_manifest and same_views:
         return ""
-    what = "configuration" if record.get("fingerprint") != plan.fingerprint else "manifest"
+    what = (
+        "configuration"
+        if not same_config
+        else "manifest"
+        if not same_manifest
+        else (
+            "augmentation (--augment, --views, --augment-seed, --augment-splits, --noise-dir, "
+            "--rir-dir)"
+        )
+    )
     return (
         f"holds an unfinished build with a different {what}; re-run that build to "
         "finish it, or use --overwrite to start over"
@@ -736,6 +967,8 @@ def _start_build_record(writer: Any, plan: _Plan, state: _StoreState) -> Mapping
     record = {
         **plan.base_metadata(),
         "config": plan.cfg.fingerprint_record(plan.fmt),
+        "augmentation": plan.augmentation_record(),
+        "extends": state.status is _StoreStatus.EXTEND,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json_atomic(_build_record_path(writer), record, fsync=plan.cfg.fsync)
@@ -973,6 +1206,153 @@ def _extract_batch(
     return [_extract_one(t, specs) for t in tasks]
 
 
+@dataclass(frozen=True)
+class _ViewTask:
+    """One utterance whose augmented views to make.
+
+    Attributes
+    ----------
+    index : int
+        Its row in the split's index (clean view).
+    path, error : str or None
+        Its audio file, or why there is none.
+    utt_id : str
+        Its id (seeds each view's generator).
+    n_frames : tuple of (str, int)
+        Feature -> frames of its clean view (every view has as many).
+    """
+
+    index: int
+    path: str | None
+    error: str | None
+    utt_id: str
+    n_frames: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class _ViewsExtracted:
+    """The augmented views of one utterance, ready to commit (like :class:`_Extracted`).
+
+    Attributes
+    ----------
+    index : int
+        Its row in the split's index.
+    feats : dict[str, np.ndarray]
+        :func:`_view_key` (feature, view) -> rows; a quarantined view holds the clean rows.
+    sha256 : dict[str, str]
+        The same keys -> hex sha256 of the rows.
+    sums : dict
+        Empty: statistics are computed on the clean view only.
+    views : dict[str, dict]
+        View number (as text) -> ``{"ok": True, "chain": "codec+noise"}`` or
+        ``{"ok": False, "reason": ...}``.
+    duration : float
+        Seconds of the utterance.
+    """
+
+    index: int
+    feats: dict[str, np.ndarray]
+    sha256: dict[str, str]
+    sums: dict[str, tuple[np.ndarray, np.ndarray]]
+    views: dict[str, dict[str, Any]]
+    duration: float
+
+
+def _view_key(feature: str, view: int) -> str:
+    """Key of one (feature, view) array in the build (``"mgd@2"``; ``@`` is in no name)."""
+    return f"{feature}@{view}"
+
+
+_VIEW_FAULTS = (SpoofstoreError, ValueError, RuntimeError, _Unusable)
+"""What quarantines one augmented view: errors of the augmentation (a drawn noise file that
+is silent, a codec that fails: soundfile's errors are RuntimeErrors) or of extracting its
+features (non-finite values). Bugs (AssertionError, TypeError ...) still stop the build."""
+
+
+@functools.lru_cache(maxsize=4)
+def _recipe_from_json(text: str) -> Recipe:
+    """The recipe of a build, parsed once per worker process (recipes do not pickle)."""
+    return Recipe.from_json(text)
+
+
+def _extract_views_batch(
+    tasks: Sequence[_ViewTask],
+    specs: Sequence[tuple[str, dict[str, Any]]],
+    recipe_json: str,
+    seed: int,
+    views: Sequence[int],
+    own_process: bool = False,
+) -> list[_ViewsExtracted | _Rejected]:
+    """Worker entry point: the augmented views ``views`` of a batch of utterances, in order."""
+    if own_process:
+        _keep_freed_memory()
+    recipe = _recipe_from_json(recipe_json)
+    return [_views_one(t, specs, recipe, seed, views) for t in tasks]
+
+
+def _views_one(
+    task: _ViewTask,
+    specs: Sequence[tuple[str, dict[str, Any]]],
+    recipe: Recipe,
+    seed: int,
+    views: Sequence[int],
+) -> _ViewsExtracted | _Rejected:
+    """Load one utterance and make its views, or say why its audio cannot be read.
+
+    View ``k`` uses ``view_rng(seed, utt_id, k)`` alone: it draws the chain and feeds it
+    (:func:`featstore.augment.augment`), so its bytes depend on nothing else. A view whose
+    augmentation or extraction fails gets the clean rows and the reason.
+    """
+    if task.error is not None:
+        return _Rejected(task.index, task.error)
+    try:
+        x = load_audio(task.path).signal
+    except AudioError as exc:
+        return _Rejected(task.index, str(exc))
+    expected = dict(task.n_frames)
+    feats: dict[str, np.ndarray] = {}
+    digests: dict[str, str] = {}
+    status: dict[str, dict[str, Any]] = {}
+    clean: dict[str, np.ndarray] | None = None
+    for k in views:
+        rng = view_rng(seed, task.utt_id, k)
+        chain = recipe.draw(rng)
+        try:
+            rows = _view_rows(apply_chain(x, rng, chain), specs, expected)
+            status[str(k)] = {"ok": True, "chain": str(chain)}
+        except _VIEW_FAULTS as exc:
+            if clean is None:
+                clean = {name: _feature_rows(x, name, params)[0] for name, params in specs}
+            rows = clean
+            reason = str(exc) or type(exc).__name__
+            status[str(k)] = {"ok": False, "reason": f"view {k} ({chain}): {reason}"}
+        for name, _ in specs:
+            key = _view_key(name, k)
+            feats[key] = rows[name]
+            digests[key] = hashlib.sha256(memoryview(rows[name]).cast("B")).hexdigest()
+    return _ViewsExtracted(task.index, feats, digests, {}, status, x.size / 16000.0)
+
+
+def _view_rows(
+    y: np.ndarray, specs: Sequence[tuple[str, dict[str, Any]]], expected: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Every feature of an augmented signal, each with the clean view's number of frames.
+
+    Raises
+    ------
+    _Unusable
+        A kernel refused the signal, a value is not finite, or the frame count differs.
+    """
+    rows = {}
+    for name, params in specs:
+        rows[name] = _feature_rows(y, name, params)[0]
+        if len(rows[name]) != expected[name]:
+            raise _Unusable(
+                f"{name}: {len(rows[name])} frames, the clean view has {expected[name]}"
+            )
+    return rows
+
+
 @functools.cache
 def _keep_freed_memory() -> None:
     """Make glibc's malloc keep freed memory for reuse, once per worker process.
@@ -1185,6 +1565,9 @@ class _SplitResult:
         Utterances written/quarantined by this call; None when the split was already done.
     clipped : list of str
         Written utterances with many samples at full scale (:data:`CLIPPED_NOTE`).
+    ok_records : tuple of dict
+        Journal records of the utterances in the store, in index order (``utt_id``,
+        ``n_frames``, ``sha256`` per feature): what its augmented views are made for.
     """
 
     record: dict[str, Any]
@@ -1193,18 +1576,41 @@ class _SplitResult:
     written: int | None = None
     quarantined: int | None = None
     clipped: list[str] = field(default_factory=list)
+    ok_records: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class _ViewsResult:
+    """What making the augmented views of one split produced.
+
+    Attributes
+    ----------
+    record : dict
+        The split's ``views`` entry of the store metadata.
+    quarantine : list of [split, utt_id, view, reason]
+        Its quarantined views.
+    skipped : int
+        Utterances whose views an earlier run committed.
+    written : int or None
+        Utterances whose views this call made; None when the split's views were done.
+    """
+
+    record: dict[str, Any]
+    quarantine: list[list[Any]]
+    skipped: int
+    written: int | None = None
 
 
 def _check_journal(
-    journal: SplitJournal, records: Sequence[Mapping[str, Any]], utts: Sequence[Utterance]
+    journal: SplitJournal, records: Sequence[Mapping[str, Any]], ids: Sequence[str]
 ) -> None:
-    """The committed journal must list the manifest's utterances, in order."""
-    for rec, utt in zip(records, utts, strict=False):
-        if rec["utt_id"] != utt.utt_id:
+    """The committed journal must list the manifest's utterances (``ids``), in order."""
+    for rec, utt_id in zip(records, ids, strict=False):
+        if rec["utt_id"] != utt_id:
             raise StoreError(
                 journal.journal_path,
                 f"journal holds {rec['utt_id']!r} where the manifest has "
-                f"{utt.utt_id!r}; rebuild with --overwrite",
+                f"{utt_id!r}; rebuild with --overwrite",
             )
 
 
@@ -1403,6 +1809,43 @@ class _Progress:
         )
 
 
+def _open_arrays(
+    writer: Any,
+    cfg: BuildConfig,
+    split: str,
+    arrays: Mapping[str, tuple[str, int, int]],
+    ends: Mapping[str, int],
+    spare: dict[str, list[np.ndarray]],
+) -> tuple[dict[str, Any], dict[str, _ShardBuffer]]:
+    """Frame arrays cut back to ``ends``, and the buffers of their current shards.
+
+    Parameters
+    ----------
+    writer : StoreWriter
+        The open destination.
+    cfg : BuildConfig
+        Chunk and shard sizes.
+    split : str
+        The split.
+    arrays : Mapping[str, (str, int, int)]
+        Key -> (feature, view, n_bins) of each array.
+    ends : Mapping[str, int]
+        Key -> committed rows.
+    spare : dict[str, list of np.ndarray]
+        Feature -> shard buffers free for reuse (every view of a feature has its shape).
+    """
+    size = cfg.shard_frames
+    sinks, buffers = {}, {}
+    for key, (feature, view, n_bins) in arrays.items():
+        sink = writer.sink(split, feature, n_bins, cfg.chunk_frames, size, view=view)
+        base = ends[key] // size * size
+        prefix = sink.read(base, ends[key])
+        sink.truncate(ends[key])
+        sinks[key] = sink
+        buffers[key] = _ShardBuffer(base, prefix, n_bins, size, spare.setdefault(feature, []))
+    return sinks, buffers
+
+
 class _SplitExtractor:
     """Extracts the splits of one build, one after another.
 
@@ -1456,8 +1899,9 @@ class _SplitExtractor:
                     progress["quarantine"],
                     len(utts),
                     clipped=progress.get("clipped", []),
+                    ok_records=tuple(r for r in records if r["status"] == "ok"),
                 )
-            _check_journal(journal, records, utts)
+            _check_journal(journal, records, [u.utt_id for u in utts])
             start = _SplitStart.from_progress(progress, records, self.features)
             self.progress.bar.update(start.done)
             sinks, buffers = self._open_arrays(split, start.ends)
@@ -1477,7 +1921,8 @@ class _SplitExtractor:
                 if r["status"] == "ok" and CLIPPED_NOTE in r["notes"]
             ]
             committer.mark_done(record, quarantine, clipped)
-            return _SplitResult(record, quarantine, start.done, written, quarantined, clipped)
+            ok = tuple(r for r in committer.records if r["status"] == "ok")
+            return _SplitResult(record, quarantine, start.done, written, quarantined, clipped, ok)
         finally:
             if committer is not None:
                 committer.abort()
@@ -1487,17 +1932,8 @@ class _SplitExtractor:
         self, split: str, ends: Mapping[str, int]
     ) -> tuple[dict[str, Any], dict[str, _ShardBuffer]]:
         """Each feature's frame array cut back to ``ends``, and its current shard's buffer."""
-        size = self.cfg.shard_frames
-        sinks, buffers = {}, {}
-        for f, desc in self.features.items():
-            sink = self.writer.sink(split, f, desc["n_bins"], self.cfg.chunk_frames, size)
-            base = ends[f] // size * size
-            prefix = sink.read(base, ends[f])
-            sink.truncate(ends[f])
-            spare = self.spare.setdefault(f, [])
-            sinks[f] = sink
-            buffers[f] = _ShardBuffer(base, prefix, desc["n_bins"], size, spare)
-        return sinks, buffers
+        arrays = {f: (f, 0, desc["n_bins"]) for f, desc in self.features.items()}
+        return _open_arrays(self.writer, self.cfg, split, arrays, ends, self.spare)
 
     def _extract_into(
         self, committer: _SplitCommitter, split: str, utts: Sequence[Utterance], first: int
@@ -1657,15 +2093,259 @@ def _str_column(values: Sequence[str]) -> np.ndarray:
 
 
 # ============================================================================================
+# extract, main side: the augmented views of one split
+
+
+def _views_journal_name(split: str) -> str:
+    """Name of the journal of a split's views (``views@train``: no split has an ``@``)."""
+    return f"views@{split}"
+
+
+class _ViewExtractor:
+    """Makes the augmented views of the augmented splits, after their clean view is done.
+
+    Each split's views are a build of their own over the split's index (its utterances in
+    the store, in order): a journal (``views@<split>.journal.jsonl``), a progress record,
+    and one frame array per (feature, view) written in whole shards, all committed and
+    resumed exactly like the clean view (:class:`_SplitCommitter`).
+
+    Parameters
+    ----------
+    plan : _Plan
+        The build (with ``plan.augment``).
+    writer : StoreWriter
+        The open destination.
+    locate : callable
+        Finds each utterance's audio file.
+    dispatch : callable
+        Runs batches of :class:`_ViewTask` on the workers, results in order.
+    progress : _Progress
+        Progress bar and throughput.
+    spare : dict
+        Shard buffers free for reuse, shared with the clean extraction.
+    """
+
+    def __init__(
+        self,
+        plan: _Plan,
+        writer: Any,
+        locate: _Locate,
+        dispatch: _Dispatch,
+        progress: _Progress,
+        spare: dict[str, list[np.ndarray]],
+    ):
+        assert plan.augment is not None
+        self.cfg = plan.cfg
+        self.writer = writer
+        self.features = plan.cfg.feature_records()
+        self.views = tuple(range(1, plan.augment.views + 1))
+        self.locate = locate
+        self.dispatch = dispatch
+        self.progress = progress
+        self.spare = spare
+        self.arrays = {
+            _view_key(f, k): (f, k, int(desc["n_bins"]))
+            for k in self.views
+            for f, desc in self.features.items()
+        }
+
+    def split(
+        self, split: str, utts: Sequence[Utterance], clean: Sequence[Mapping[str, Any]]
+    ) -> _ViewsResult:
+        """Make (or resume, or skip when done) the views of one split; commit them as done.
+
+        Parameters
+        ----------
+        split : str
+            The split.
+        utts : sequence of Utterance
+            Its utterances (manifest order; those in ``clean`` are made views of).
+        clean : sequence of dict
+            Its clean view's records, in index order (``utt_id``, ``n_frames``).
+        """
+        journal = SplitJournal(self.writer.state_dir, _views_journal_name(split), self.cfg.fsync)
+        committer: _SplitCommitter | None = None
+        try:
+            progress, records = journal.load()
+            if progress and progress.get("done"):
+                self.progress.bar.update(len(utts))
+                return _ViewsResult(progress["record"], progress["quarantine"], len(clean))
+            _check_journal(journal, records, [r["utt_id"] for r in clean])
+            keys = {key: {"n_bins": n_bins} for key, (_, _, n_bins) in self.arrays.items()}
+            start = _SplitStart.from_progress(progress, records, keys)
+            self.progress.bar.update(len(utts) - len(clean) + start.done)
+            sinks, buffers = _open_arrays(
+                self.writer, self.cfg, split, self.arrays, start.ends, self.spare
+            )
+            committer = _SplitCommitter(journal, sinks, buffers, start)
+            written = self._extract_into(committer, split, utts, clean, start.done)
+            committer.flush()
+            for key, (feature, _, _) in self.arrays.items():
+                total = sum(int(r["n_frames"][feature]) for r in clean)
+                if committer.ends[key] != total:  # pragma: no cover - a bug
+                    raise RuntimeError(f"{split}/{key}: {committer.ends[key]} rows, clean {total}")
+            failure = _view_quarantine_failure(
+                split, committer.records, len(self.views), self.cfg.max_quarantine
+            )
+            if failure:
+                _forget_split(journal)  # a re-run makes the split's views again
+                raise AudioError(None, failure)
+            record, quarantine = self._write_index(split, committer.records)
+            committer.mark_done(record, quarantine, [])
+            return _ViewsResult(record, quarantine, start.done, written)
+        finally:
+            if committer is not None:
+                committer.abort()
+            journal.close()
+
+    def _extract_into(
+        self,
+        committer: _SplitCommitter,
+        split: str,
+        utts: Sequence[Utterance],
+        clean: Sequence[Mapping[str, Any]],
+        first: int,
+    ) -> int:
+        """Make the views of ``clean[first:]`` into ``committer``; return how many utterances.
+
+        Raises
+        ------
+        AudioError
+            An utterance's audio cannot be read any more (its clean view was made from it).
+        """
+        by_id = {u.utt_id: u for u in utts}
+        tasks = []
+        for j in range(first, len(clean)):
+            rec = clean[j]
+            n_frames = tuple((f, int(rec["n_frames"][f])) for f in self.features)
+            tasks.append(_ViewTask(j, *self.locate(by_id[rec["utt_id"]]), rec["utt_id"], n_frames))
+        size = max(1, self.cfg.batch_size // len(self.views))
+        written = 0
+        for batch in self.dispatch([tasks[i : i + size] for i in range(0, len(tasks), size)]):
+            for result in batch:
+                utt_id = clean[result.index]["utt_id"]
+                if isinstance(result, _Rejected):
+                    raise AudioError(
+                        None,
+                        f"{split}/{utt_id}: cannot make its augmented views: {result.reason}; "
+                        "its clean view in the store was made from this audio: restore it "
+                        "(check --audio-root), then re-run the same command to resume",
+                    )
+                record = {
+                    "utt_id": utt_id,
+                    "status": "ok",
+                    "views": result.views,
+                    "sha256": result.sha256,
+                }
+                committer.add(record, result)
+                written += 1
+                self.progress.audio_seconds += result.duration * len(self.views)
+                self.progress.bar.update(1)
+            self.progress.show_rate()
+        return written
+
+    def _write_index(
+        self, split: str, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, Any], list[list[Any]]]:
+        """Write the split's view columns; return its ``views`` record and quarantined views."""
+        columns: dict[str, np.ndarray] = {}
+        checksums: dict[str, list[str]] = {f: [] for f in self.features}
+        quarantine: list[list[Any]] = []
+        for k in self.views:
+            states = [r["views"][str(k)] for r in records]
+            columns[view_ok_column(k)] = np.array([s["ok"] for s in states], dtype=np.int8)
+            columns[view_chain_column(k)] = _str_column([s.get("chain", "") for s in states])
+            for f in self.features:
+                digests = [r["sha256"][_view_key(f, k)] for r in records]
+                columns[view_sha256_column(k, f)] = _str_column(digests)
+                checksums[f].append(split_checksum(digests))
+        for r in records:
+            for k in self.views:
+                state = r["views"][str(k)]
+                if not state["ok"]:
+                    quarantine.append([split, r["utt_id"], k, state["reason"]])
+        self.writer.write_index(split, columns, VIEW_INDEX_GROUP)
+        record = {
+            "n_views": 1 + len(self.views),
+            "n_quarantined": len(quarantine),
+            "columns": list(columns),
+            "sha256": checksums,
+        }
+        return record, quarantine
+
+
+def _view_quarantine_failure(
+    split: str, records: Sequence[Mapping[str, Any]], n_views: int, max_fraction: float
+) -> str | None:
+    """Why a split's views fail the build (None: they pass), as :func:`_quarantine_failure`.
+
+    Quarantined views hold clean copies: when all, or more than ``max_fraction``, of a
+    split's views are, the augmentation does not work here (a codec or a noise directory
+    the workers cannot use), and a store of clean copies labelled as views would be
+    silently wrong.
+    """
+    bad = [
+        {"utt_id": r["utt_id"], "reason": state["reason"]}
+        for r in records
+        for state in r["views"].values()
+        if not state["ok"]
+    ]
+    total = len(records) * n_views
+    if not bad:
+        return None
+    if len(bad) == total:
+        head = f"all {total} augmented views of split {split} failed"
+    elif len(bad) > max_fraction * total:
+        head = (
+            f"{len(bad)} of {total} augmented views of split {split} failed, more than "
+            f"--max-quarantine {max_fraction:g} of them"
+        )
+    else:
+        return None
+    reasons = "; ".join(f"{count} x {kind}" for count, kind in _common_reasons(bad)[:3])
+    return (
+        f"{head} ({reasons}); check the recipe and its noise/RIR files, or allow more with "
+        "--max-quarantine; the store is not changed, a re-run makes them again"
+    )
+
+
+def _stored_clean_records(out: Path, split: str, features: Sequence[str]) -> tuple[dict, ...]:
+    """The clean records of a finished store's split, from its index (to add views to it).
+
+    Raises
+    ------
+    StoreError
+        The store's data is not all there (e.g. only the metadata of a store at a URL).
+    """
+    from featstore.store.reader import Store
+
+    with Store(out, check_files=False) as st:
+        problems = st.data_problems()
+        if problems:
+            raise StoreError(
+                out,
+                f"cannot add augmented views: the store's data is not all here ({problems[0]}); "
+                "for a store at a URL, rebuild it with the views and --overwrite",
+            )
+        ids = st.index(split)["utt_id"].tolist()  # the index is checked against the arrays
+        n_frames = {f: st.frames(split, f)[1].tolist() for f in features}
+    return tuple(
+        {"utt_id": utt_id, "n_frames": {f: int(n_frames[f][i]) for f in features}}
+        for i, utt_id in enumerate(ids)
+    )
+
+
+# ============================================================================================
 # extract: the whole build
 
 
 @dataclass(frozen=True)
 class _Extraction:
-    """Every split's result, and the seconds of audio this call decoded."""
+    """Every split's result, its views' results, and the seconds of audio this call made."""
 
     splits: dict[str, _SplitResult]
     audio_seconds: float
+    views: dict[str, _ViewsResult] = field(default_factory=dict)
 
 
 def _locator(audio_root: str | os.PathLike) -> _Locate:
@@ -1689,10 +2369,13 @@ def _extract(
     backend: str,
     scheduler: str | None,
     retry: bool = False,
+    base: Mapping[str, Any] | None = None,
 ) -> _Extraction:
-    """Extract every split of the plan into the open ``writer``, in order.
+    """Extract every split of the plan into the open ``writer``, in order, then its views.
 
     ``retry``: extract again the splits whose committed part holds quarantined utterances.
+    ``base``: the metadata of the finished store whose clean view is kept (views are added
+    to it): no clean extraction.
     """
     from joblib import Parallel, delayed  # heavy: loaded when a build runs, not on import
     from tqdm import tqdm
@@ -1709,10 +2392,13 @@ def _extract(
     # workers of a remote Dask cluster do not share our working directory
     locate = _locator(os.path.abspath(audio_root) if scheduler else audio_root)
     splits: dict[str, _SplitResult] = {}
+    views: dict[str, _ViewsResult] = {}
+    augmented = plan.augment.splits if plan.augment else ()
+    total = (0 if base else plan.n_utterances) + sum(len(plan.splits[s]) for s in augmented)
     with (
         parallel_backend(backend, cfg.jobs, scheduler),
         tqdm(
-            total=plan.n_utterances,
+            total=total,
             unit="utt",
             desc="featstore build",
             disable=quiet,
@@ -1731,8 +2417,36 @@ def _extract(
         progress = _Progress(bar, t0)
         extractor = _SplitExtractor(plan, writer, locate, dispatch, progress, retry)
         for split, utts in plan.splits.items():
-            splits[split] = extractor.split(split, utts)
-    return _Extraction(splits, progress.audio_seconds)
+            if base is None:
+                splits[split] = extractor.split(split, utts)
+            else:
+                splits[split] = _kept_split(base, split, len(utts))
+        if plan.augment is not None:
+            aug = plan.augment
+            recipe_json = aug.recipe.to_json()
+            numbers_ = tuple(range(1, aug.views + 1))
+
+            def dispatch_views(batches: list[list[_ViewTask]]) -> Iterable[list[Any]]:
+                return parallel(
+                    delayed(_extract_views_batch)(
+                        b, specs, recipe_json, aug.seed, numbers_, own_workers
+                    )
+                    for b in batches
+                )
+
+            viewer = _ViewExtractor(plan, writer, locate, dispatch_views, progress, extractor.spare)
+            for split in aug.splits:
+                clean = splits[split].ok_records
+                if base is not None:
+                    clean = _stored_clean_records(plan.out, split, list(cfg.features))
+                views[split] = viewer.split(split, plan.splits[split], clean)
+    return _Extraction(splits, progress.audio_seconds, views)
+
+
+def _kept_split(base: Mapping[str, Any], split: str, n_utts: int) -> _SplitResult:
+    """The clean view of a split of a finished store, kept as it is (views are added)."""
+    quarantine = [list(q) for q in base.get("quarantine", []) if q[0] == split]
+    return _SplitResult(dict(base["splits"][split]), quarantine, n_utts)
 
 
 # ============================================================================================
@@ -1740,23 +2454,42 @@ def _extract(
 
 
 def _finalise(
-    writer: Any, plan: _Plan, build_record: Mapping[str, Any], extraction: _Extraction
+    writer: Any,
+    plan: _Plan,
+    build_record: Mapping[str, Any],
+    extraction: _Extraction,
+    base: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write the complete store's metadata, then remove the build state."""
+    """Write the complete store's metadata, then remove the build state.
+
+    ``base``: the finished store views were added to; its metadata is kept (its clean
+    view's records, statistics, fingerprint, creation time) and gains the views.
+    """
     cfg = plan.cfg
-    metadata = {
-        **plan.base_metadata(),
-        "complete": True,
-        "config": cfg.fingerprint_record(plan.fmt),
-        "features": cfg.feature_records(),
-        "chunk_frames": cfg.chunk_frames,
-        "shard_frames": cfg.shard_frames,
-        "versions": _versions(plan.fmt),
-        "created": build_record["created"],
-        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
-        "splits": {split: r.record for split, r in extraction.splits.items()},
-        "quarantine": _quarantine(extraction),
-    }
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if base is None:
+        metadata = {
+            **plan.base_metadata(),
+            "complete": True,
+            "config": cfg.fingerprint_record(plan.fmt),
+            "features": cfg.feature_records(),
+            "chunk_frames": cfg.chunk_frames,
+            "shard_frames": cfg.shard_frames,
+            "versions": _versions(plan.fmt),
+            "created": build_record["created"],
+            "completed": now,
+            "splits": {split: r.record for split, r in extraction.splits.items()},
+            "quarantine": _quarantine(extraction),
+        }
+    else:  # a new completion time: read caches of the old store are not taken for this one
+        metadata = {**base, "format_version": FORMAT_VERSION, "completed": now}
+        metadata["splits"] = {split: dict(r) for split, r in base["splits"].items()}
+        metadata["versions"] = {**base.get("versions", {}), **_versions(plan.fmt)}
+    metadata["augmentation"] = plan.augmentation_record()
+    metadata["view_quarantine"] = []
+    for split, r in extraction.views.items():
+        metadata["splits"][split]["views"] = r.record
+        metadata["view_quarantine"] += r.quarantine
     writer.finish(metadata)
     if writer.state_dir.is_dir():
         shutil.rmtree(writer.state_dir)
@@ -1789,12 +2522,20 @@ def _summary(plan: _Plan, extraction: _Extraction, t0: float) -> BuildSummary:
     summary.labels = _label_counts(plan, summary.quarantine)
     summary.warnings = [*plan.warnings, *_clipped_warnings(extraction)]
     summary.audio_seconds = extraction.audio_seconds
+    if plan.augment is not None:
+        summary.augmentation = _describe_augmentation(plan.augment.record())
+    for split, v in extraction.views.items():
+        summary.views_skipped[split] = v.skipped
+        if v.written is not None:
+            summary.views_written[split] = v.written
+        summary.view_quarantine += [(q[0], q[1], int(q[2]), q[3]) for q in v.quarantine]
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
 
 def _noop_summary(plan: _Plan, metadata: Mapping[str, Any], t0: float) -> BuildSummary:
     quarantine = [tuple(q) for q in metadata.get("quarantine", [])]
+    aug = metadata.get("augmentation")
     return BuildSummary(
         out=os.fspath(plan.out),
         format=plan.fmt,
@@ -1803,6 +2544,10 @@ def _noop_summary(plan: _Plan, metadata: Mapping[str, Any], t0: float) -> BuildS
         quarantine=quarantine,
         labels=_label_counts(plan, quarantine),
         wall_seconds=time.perf_counter() - t0,
+        augmentation=_describe_augmentation(aug) if aug else "",
+        view_quarantine=[
+            (q[0], q[1], int(q[2]), q[3]) for q in metadata.get("view_quarantine", [])
+        ],
     )
 
 
@@ -1858,6 +2603,12 @@ def build(
     backend: str = "loky",
     scheduler: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    augment: str | None = None,
+    views: int | None = None,
+    augment_seed: int | None = None,
+    augment_splits: str | Sequence[str] | None = None,
+    noise_dir: str | os.PathLike | None = None,
+    rir_dir: str | os.PathLike | None = None,
 ) -> BuildSummary:
     """Extract features of every utterance of a manifest into a feature store.
 
@@ -1897,6 +2648,23 @@ def build(
     cache_dir : str or os.PathLike, optional
         With an ``out`` URL: where the store is staged before the upload
         (:func:`featstore.remote.build_to_url`).
+    augment : str, optional
+        Augmentation recipe (``"rawboost-5|codec|noise+reverb"``, see ``docs/augment.md``):
+        also store ``views`` augmented copies of every utterance of ``augment_splits``,
+        extracted with the same features (``docs/store-format.md``, "Augmented views").
+        Copy ``k`` of utterance ``u`` is made with ``view_rng(augment_seed, u, k)`` only, so
+        its bytes do not depend on ``jobs``, the backend or interruptions. On a finished
+        store of the same configuration without views, the views are added and its clean
+        view is kept.
+    views : int, optional
+        Augmented copies per utterance (default 1; 0: none). Needs ``augment``.
+    augment_seed : int, optional
+        Seed of the views (default 0). Needs ``augment``.
+    augment_splits : str or sequence of str, optional
+        Splits to augment (``"train"``, the default, or ``"train,dev"``). Needs ``augment``.
+    noise_dir, rir_dir : str or os.PathLike, optional
+        Directories of noise files / room impulse responses for the recipe's ``noise`` /
+        ``reverb`` steps (their ``noise_dir`` / ``rir_dir``). Need ``augment``.
 
     Returns
     -------
@@ -1909,7 +2677,9 @@ def build(
     ManifestError
         A malformed or empty protocol (``FILE:LINE: ...``), duplicate or unsafe utterance ids.
     ConfigError
-        An invalid configuration value or feature parameter (checked before extraction).
+        An invalid configuration value or feature parameter, an unknown augmentation or
+        parameter, an empty or unreadable noise/RIR directory, ``views`` without ``augment``
+        (all checked before extraction).
     StoreError
         ``out`` holds a store of another configuration (without ``overwrite``), or
         something that is not a feature store.
@@ -1939,9 +2709,12 @@ def build(
             config=config, feature_params=feature_params, batch_size=batch_size,
             chunk_frames=chunk_frames, shard_frames=shard_frames, strict=strict, fsync=fsync,
             max_quarantine=max_quarantine, quiet=quiet, backend=backend, scheduler=scheduler,
+            augment=augment, views=views, augment_seed=augment_seed,
+            augment_splits=augment_splits, noise_dir=noise_dir, rir_dir=rir_dir,
         )  # fmt: skip
         return _build_at_url(out, format, local_build, cache_dir=cache_dir, overwrite=overwrite)
     t0 = time.perf_counter()
+    aug = _resolve_augment(augment, views, augment_seed, augment_splits, noise_dir, rir_dir)
     overrides = {
         "features": features,
         "jobs": jobs,
@@ -1954,7 +2727,7 @@ def build(
         "fsync": fsync,
         "max_quarantine": max_quarantine,
     }
-    plan = _plan(manifest, out, _resolve_config(config, overrides))
+    plan = _plan(manifest, out, _resolve_config(config, overrides), aug)
     _check_features(plan.cfg)
     _check_audio_root(audio_root)
     with _environment_faults(plan.out), _build_lock(plan.out):
@@ -1962,13 +2735,15 @@ def build(
         state = _reconcile(writer, plan, overwrite)
         if state.status is _StoreStatus.CONFLICT:
             raise StoreError(plan.out, state.conflict)
-        if state.status is _StoreStatus.COMPLETE:
-            if not (retry_quarantined and state.metadata.get("quarantine")):
-                return _noop_summary(plan, state.metadata, t0)
+        done = state.status in (_StoreStatus.COMPLETE, _StoreStatus.EXTEND)
+        if done and retry_quarantined and state.metadata.get("quarantine"):
             writer.remove()  # the same plan: rebuilt whole, quarantined utterances retried
             state = _StoreState(_StoreStatus.FRESH)
+        elif state.status is _StoreStatus.COMPLETE:
+            return _noop_summary(plan, state.metadata, t0)
+        base = state.metadata if state.status is _StoreStatus.EXTEND else None
         build_record = _start_build_record(writer, plan, state)
-        writer.open(plan.base_metadata())
+        writer.open(plan.base_metadata() if base is None else None)
         extraction = _extract(
             plan,
             writer,
@@ -1977,8 +2752,9 @@ def build(
             backend=backend,
             scheduler=scheduler,
             retry=retry_quarantined,
+            base=base,
         )
-        _finalise(writer, plan, build_record, extraction)
+        _finalise(writer, plan, build_record, extraction, base)
     return _summary(plan, extraction, t0)
 
 

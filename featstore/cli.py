@@ -105,6 +105,46 @@ def features_cmd() -> None:
     default=None,
     help="Staging dir of a URL --out [default: $SPOOFSTORE_CACHE_DIR or ~/.cache/spoofstore].",
 )
+@click.option(
+    "--augment",
+    default=None,
+    metavar="RECIPE",
+    help="Also store augmented views: RECIPE of waveform augmentations, '|' between "
+    "alternatives (one drawn per copy), '+' chaining, e.g. 'rawboost-5|codec|noise+reverb' "
+    "(docs/augment.md). On a finished store without views, adds them and keeps its clean view.",
+)
+@click.option(
+    "--views",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Augmented copies per utterance (views 1..K; view 0 is clean) [default: 1].",
+)
+@click.option(
+    "--augment-seed",
+    type=int,
+    default=None,
+    metavar="S",
+    help="Seed of the views: copy k of utterance u depends on (S, u, k) only [default: 0].",
+)
+@click.option(
+    "--augment-splits",
+    default=None,
+    metavar="SPLITS",
+    help="Comma-separated splits to augment [default: train].",
+)
+@click.option(
+    "--noise-dir",
+    type=click.Path(),
+    default=None,
+    help="Noise files for the recipe's noise step (MUSAN layout or any folder of audio).",
+)
+@click.option(
+    "--rir-dir",
+    type=click.Path(),
+    default=None,
+    help="Room impulse responses for the recipe's reverb step.",
+)
 def build_cmd(
     manifest: tuple[str, ...],
     audio_root: str,
@@ -122,8 +162,17 @@ def build_cmd(
     backend: str,
     scheduler: str | None,
     cache_dir: str | None,
+    augment: str | None,
+    views: int | None,
+    augment_seed: int | None,
+    augment_splits: str | None,
+    noise_dir: str | None,
+    rir_dir: str | None,
 ) -> None:
     """Extract features of every utterance of the protocols into a store (resumable).
+
+    With --augment RECIPE --views K, each utterance of the augmented splits also gets K
+    augmented copies, extracted with the same features (the recipe is checked first).
 
     Exit codes: 0 done, 2 bad input (protocols, audio, configuration, too many
     quarantined utterances), 1 environment (disk full, permission, lock held, no
@@ -145,6 +194,12 @@ def build_cmd(
         backend=backend,
         scheduler=scheduler,
         cache_dir=cache_dir,
+        augment=augment,
+        views=views,
+        augment_seed=augment_seed,
+        augment_splits=augment_splits,
+        noise_dir=noise_dir,
+        rir_dir=rir_dir,
     )
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -156,7 +211,7 @@ def build_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @click.option("--all", "all_quarantined", is_flag=True, help="List every quarantined utterance.")
 def info_cmd(store: str, as_json: bool, all_quarantined: bool) -> None:
-    """Splits, utterances, labels, attacks, loading notes, shapes, bytes, stats, quarantine."""
+    """Splits, utterances, views and recipe, labels, attacks, notes, shapes, stats, quarantine."""
     info = store_info(store)
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
@@ -167,7 +222,8 @@ def info_cmd(store: str, as_json: bool, all_quarantined: bool) -> None:
 @cli.command("verify")
 @click.argument("store", type=click.Path())
 def verify_cmd(store: str) -> int:
-    """Check index/array consistency, checksums and NaN/inf; exit 1 listing any problem."""
+    """Check index/array consistency, checksums (augmented views too) and NaN/inf; exit 1
+    listing any problem."""
     problems = verify_store(store)
     if problems:
         click.echo(f"{store}: {len(problems)} problem(s):", err=True)

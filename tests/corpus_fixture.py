@@ -95,20 +95,29 @@ def add_utterance(
 
 
 def assert_stores_equal(a: str | Path, b: str | Path) -> None:
-    """Two stores hold byte-identical frame arrays, index columns, statistics and checksums."""
+    """Two stores hold byte-identical frame arrays (augmented views too), index and view
+    columns, statistics, checksums and augmentation records."""
     from featstore.store import open_store
 
     sa, sb = open_store(a), open_store(b)
     assert sa.splits == sb.splits
     assert sa.fingerprint == sb.fingerprint
     assert sa.quarantine == sb.quarantine
+    assert sa.augmentation == sb.augmentation
+    assert sa.metadata.get("view_quarantine") == sb.metadata.get("view_quarantine")
     for split in sa.splits:
         ra, rb = sa.metadata["splits"][split], sb.metadata["splits"][split]
-        assert ra == rb  # counts, columns, per-feature n_frames, sha256, mean, std
+        assert ra == rb  # counts, columns, per-feature n_frames, sha256, mean, std, views
         ia, ib = sa._columns(split), sb._columns(split)
         assert list(ia) == list(ib)
         for name in ia:
             np.testing.assert_array_equal(ia[name], ib[name], err_msg=f"{split} index {name}")
+        va, vb = sa.view_columns(split), sb.view_columns(split)
+        assert list(va) == list(vb)
+        for name in va:
+            np.testing.assert_array_equal(va[name], vb[name], err_msg=f"{split} views {name}")
+        assert sa.n_views(split) == sb.n_views(split)
         for feature in sa.features:
-            xa, xb = sa.array(split, feature)[:], sb.array(split, feature)[:]
-            assert xa.tobytes() == xb.tobytes(), f"{split}/{feature} differs"
+            for view in range(sa.n_views(split)):
+                xa, xb = sa.array(split, feature, view)[:], sb.array(split, feature, view)[:]
+                assert xa.tobytes() == xb.tobytes(), f"{split}/{feature} view {view} differs"

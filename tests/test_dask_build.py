@@ -195,3 +195,16 @@ def test_backend_arguments_are_checked():
     with pytest.raises(FeatureError, match="--scheduler needs --backend dask"):
         with parallel_backend("loky", scheduler="tcp://127.0.0.1:1"):
             pass
+
+
+def test_augmented_views_on_dask_equal_a_local_build(corpus, cluster, tmp_path):
+    """Views are made by the workers from (seed, utterance, view) alone: the same bytes."""
+    views = {"augment": "gain|bandlimit+codec(codecs=mulaw)|rawboost-isd", "views": 2}
+    local = tmp_path / "local.zarr"
+    featstore.build(corpus / "protocols", corpus, local, jobs=1, **SMALL, **views)
+    out = tmp_path / "dask.zarr"
+    summary = _build(corpus, out, cluster.scheduler_address, **views)
+    assert summary.views_written == {"train": COUNTS["train"]}
+    assert featstore.open_store(out).n_views("train") == 3
+    assert_stores_equal(local, out)
+    _same_files(local, out)

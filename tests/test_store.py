@@ -180,7 +180,9 @@ def test_metadata(store_path: Path) -> None:
     assert st.features["logmel"]["hop_length"] == 160
     assert len(st.fingerprint) == 64 and st.quarantine == []
     meta = st.metadata
-    assert meta["format_version"] == 1 and meta["complete"] is True
+    assert meta["format_version"] == 2 and meta["complete"] is True
+    assert meta["config"]["format_version"] == 1  # the clean layout: fingerprints unchanged
+    assert meta["augmentation"] is None and meta["view_quarantine"] == []
     assert {"spoofstore", "numpy", "numba", "soundfile", "soxr", "librosa"} <= set(meta["versions"])
     assert ("zarr" if st.format == "zarr" else "h5py") in meta["versions"]
     assert meta["splits"]["train"]["n_utterances"] == 6

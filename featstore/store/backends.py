@@ -74,18 +74,32 @@ class StoreWriter(Protocol):
         """Delete the store and its build state."""
         ...
 
-    def open(self, metadata: dict[str, Any]) -> None:
-        """Create the store, or open it when resuming, with ``metadata`` (incomplete)."""
+    def open(self, metadata: dict[str, Any] | None) -> None:
+        """Create the store, or open it when resuming, with ``metadata`` (incomplete).
+
+        None: open a finished store to add augmented views, keeping its metadata until
+        :meth:`finish` (it stays readable as it was meanwhile).
+        """
+        ...
+
+    def remove_views(self, split: str) -> None:
+        """Delete the augmented views of ``split`` written by an abandoned build."""
         ...
 
     def sink(
-        self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
+        self,
+        split: str,
+        feature: str,
+        n_bins: int,
+        chunk_frames: int,
+        shard_frames: int,
+        view: int = 0,
     ) -> FrameSink:
-        """The frame array ``/<split>/<feature>``, created empty when missing."""
+        """View ``view`` (0: clean) of ``/<split>/<feature>``, created empty when missing."""
         ...
 
-    def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
-        """Write the index columns of ``split`` (replacing earlier ones)."""
+    def write_index(self, split: str, columns: dict[str, np.ndarray], group: str = "index") -> None:
+        """Write the columns of ``split`` in ``group`` (``index``, or ``views/index``)."""
         ...
 
     def finish(self, metadata: dict[str, Any]) -> None:
@@ -104,12 +118,15 @@ class StoreSource(Protocol):
         """Missing or wrongly sized data files/datasets, one line each (stat only, cheap)."""
         ...
 
-    def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``); StoreError if missing."""
+    def index_columns(
+        self, split: str, names: list[str], group: str = "index"
+    ) -> dict[str, np.ndarray]:
+        """The named columns of ``split`` in ``group`` (strings as ``<U``); StoreError if
+        missing. ``group``: ``index``, or ``views/index`` (the augmented views' columns)."""
         ...
 
-    def frame_array(self, split: str, feature: str) -> FrameArray:
-        """The ``(total_frames, n_bins)`` array of ``feature`` in ``split``."""
+    def frame_array(self, split: str, feature: str, view: int = 0) -> FrameArray:
+        """The ``(total_frames, n_bins)`` array of view ``view`` of ``feature`` in ``split``."""
         ...
 
     def close(self) -> None:

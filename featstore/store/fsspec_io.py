@@ -34,7 +34,7 @@ from typing import Any
 
 from featstore.atomic_files import atomic_path, write_bytes_atomic, write_json_atomic
 from featstore.errors import SpoofstoreError, StoreError
-from featstore.store.layout import BUILD_STATE_DIR, METADATA_ATTR, feature_path
+from featstore.store.layout import BUILD_STATE_DIR, METADATA_ATTR, n_views, view_path
 
 __all__ = [
     "CACHE_ENV",
@@ -328,9 +328,10 @@ class StoreMirror:
             self._listing = self._list()
             write_json_atomic(listing_path, self._listing, fsync=False)
         self._arrays = {
-            feature_path(split, feature)
-            for split in meta.get("splits", {})
+            view_path(split, feature, view)
+            for split, rec in meta.get("splits", {}).items()
             for feature in meta.get("features", {})
+            for view in range(n_views(rec) if isinstance(rec, dict) else 1)
         }
         self.local = local
         self._fetch(r for r in self._listing if r != ROOT_METADATA and not self._is_chunk(r))
@@ -369,9 +370,9 @@ class StoreMirror:
         self.fetched_files += len(missing)
         self.fetched_bytes += sum(self._listing[rel] for rel in missing)
 
-    def ensure_array(self, split: str, feature: str) -> None:
-        """Copy every shard file of ``/<split>/<feature>`` that is not in the cache yet."""
+    def ensure_array(self, split: str, feature: str, view: int = 0) -> None:
+        """Copy every shard file of view ``view`` of ``/<split>/<feature>`` not cached yet."""
         if self.local is None:
             self.open()
-        prefix = feature_path(split, feature) + "/"
+        prefix = view_path(split, feature, view) + "/"
         self._fetch(rel for rel in self._listing if rel.startswith(prefix))

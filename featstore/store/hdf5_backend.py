@@ -35,10 +35,15 @@ from featstore.store.layout import (
     FORMAT_VERSION,
     INDEX_GROUP,
     METADATA_ATTR,
+    VIEW_INDEX_GROUP,
+    VIEWS_GROUP,
     check_name,
-    feature_path,
+    frame_arrays,
+    index_nodes,
     index_path,
     local_path,
+    n_views,
+    view_path,
 )
 
 _COPY_ROWS = 65536  # rows copied per block when assembling
@@ -156,57 +161,101 @@ class Hdf5Writer:
         if self.state_dir.is_dir():
             shutil.rmtree(self.state_dir)
 
-    def open(self, metadata: dict[str, Any]) -> None:
-        """Create the staging directory."""
+    def open(self, metadata: dict[str, Any] | None) -> None:
+        """Create the staging directory (``metadata`` is written by :meth:`finish` only)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
-    def sink(
-        self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
-    ) -> RawSink:
-        """The staged raw array of ``/<split>/<feature>``."""
-        return RawSink(self._staged(split, feature), n_bins, self.fsync)
+    def remove_views(self, split: str) -> None:
+        """Drop staged views of ``split`` (the file itself changes only in :meth:`finish`)."""
+        target = self.state_dir / "data" / check_name(split, "split") / VIEWS_GROUP
+        if target.is_dir():
+            shutil.rmtree(target)
 
-    def _staged(self, split: str, feature: str) -> Path:
-        name = f"{check_name(feature, 'feature')}.f32"
+    def sink(
+        self,
+        split: str,
+        feature: str,
+        n_bins: int,
+        chunk_frames: int,
+        shard_frames: int,
+        view: int = 0,
+    ) -> RawSink:
+        """The staged raw array of view ``view`` of ``/<split>/<feature>``."""
+        return RawSink(self._staged(split, feature, view), n_bins, self.fsync)
+
+    def _staged(self, split: str, feature: str, view: int = 0) -> Path:
+        return self.state_dir / "data" / f"{view_path(split, feature, view)}.f32"
+
+    def _staged_index(self, split: str, group: str) -> Path:
+        name = "index.npz" if group == INDEX_GROUP else "views-index.npz"
         return self.state_dir / "data" / check_name(split, "split") / name
 
-    def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
-        """Stage the index columns of ``split`` (``.npz``, atomically)."""
-        target = self.state_dir / "data" / split / "index.npz"
+    def write_index(
+        self, split: str, columns: dict[str, np.ndarray], group: str = INDEX_GROUP
+    ) -> None:
+        """Stage the index columns of ``split`` in ``group`` (``.npz``, atomically)."""
+        target = self._staged_index(split, group)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open_atomic(target, fsync=self.fsync) as fh:
             np.savez(fh, **columns)
 
     def finish(self, metadata: dict[str, Any]) -> None:
-        """Assemble ``<out>`` from the staged arrays, then rename it into place."""
+        """Assemble ``<out>`` from the staged arrays, then rename it into place.
+
+        Arrays and index groups not staged (views added to a finished store: its clean
+        view and index) are copied from the existing ``<out>``.
+        """
         import h5py
 
-        with atomic_path(self.path, fsync=self.fsync) as tmp, h5py.File(tmp, "w") as fh:
-            fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
-            for split, record in metadata["splits"].items():
-                for feature, frec in record["features"].items():
-                    self._copy_array(fh, split, feature, int(frec["n_bins"]))
-                with np.load(self.state_dir / "data" / split / "index.npz") as cols:
-                    group = fh.require_group(f"{split}/{INDEX_GROUP}")
-                    for name in record["columns"]:
-                        values = cols[name]
-                        if values.dtype.kind == "U":
-                            group.create_dataset(
-                                name,
-                                data=values.astype(object),
-                                dtype=h5py.string_dtype("utf-8"),
-                            )
-                        else:
-                            group.create_dataset(name, data=values)
+        old = h5py.File(self.path, "r") if self.path.is_file() else None
+        try:
+            with atomic_path(self.path, fsync=self.fsync) as tmp, h5py.File(tmp, "w") as fh:
+                fh.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True)
+                for split, feature, view, _, n_bins in frame_arrays(metadata):
+                    self._copy_array(fh, old, split, feature, view, n_bins)
+                for split, record in metadata["splits"].items():
+                    groups = [(INDEX_GROUP, record["columns"])]
+                    if n_views(record) > 1:
+                        groups.append((VIEW_INDEX_GROUP, record["views"]["columns"]))
+                    for group, names in groups:
+                        self._copy_index(fh, old, split, group, names)
+        finally:
+            if old is not None:
+                old.close()
 
-    def _copy_array(self, fh: Any, split: str, feature: str, n_bins: int) -> None:
-        staged = self._staged(split, feature)
-        row_bytes = n_bins * DTYPE.itemsize
-        total = staged.stat().st_size // row_bytes
-        ds = fh.create_dataset(feature_path(split, feature), shape=(total, n_bins), dtype=DTYPE)
-        if total == 0:
+    def _copy_index(self, fh: Any, old: Any, split: str, group: str, names: list[str]) -> None:
+        import h5py
+
+        staged = self._staged_index(split, group)
+        target = fh.require_group(f"{split}/{group}")
+        if not staged.is_file():
+            for name in names:
+                target.copy(old[index_path(split, name, group)], name)
             return
-        data = np.memmap(staged, dtype=DTYPE, mode="r", shape=(total, n_bins))
+        with np.load(staged) as cols:
+            for name in names:
+                values = cols[name]
+                if values.dtype.kind == "U":
+                    target.create_dataset(
+                        name, data=values.astype(object), dtype=h5py.string_dtype("utf-8")
+                    )
+                else:
+                    target.create_dataset(name, data=values)
+
+    def _copy_array(
+        self, fh: Any, old: Any, split: str, feature: str, view: int, n_bins: int
+    ) -> None:
+        name = view_path(split, feature, view)
+        staged = self._staged(split, feature, view)
+        if staged.is_file():
+            row_bytes = n_bins * DTYPE.itemsize
+            total = staged.stat().st_size // row_bytes
+            shape = (total, n_bins)
+            data = np.memmap(staged, dtype=DTYPE, mode="r", shape=shape) if total else None
+        else:  # not rebuilt: the existing file's
+            data = old[name]
+            total = int(data.shape[0])
+        ds = fh.create_dataset(name, shape=(total, n_bins), dtype=DTYPE)
         for a in range(0, total, _COPY_ROWS):
             b = min(total, a + _COPY_ROWS)
             ds[a:b] = data[a:b]
@@ -261,31 +310,38 @@ class Hdf5Source:
         fh = self._h5()
         file_size = os.stat(self.path).st_size
         problems = []
-        for split, rec in sorted(metadata["splits"].items()):
-            for feature, frec in sorted(rec["features"].items()):
-                name = feature_path(split, feature)
-                expected = (int(frec["n_frames"]), int(frec["n_bins"]))
-                ds = fh.get(name)
-                if not hasattr(ds, "shape"):
-                    problems.append(f"dataset {name} is missing")
-                elif tuple(ds.shape) != expected:
-                    problems.append(f"dataset {name} has shape {ds.shape}, expected {expected}")
-                elif ds.chunks is None and expected[0]:
-                    offset = ds.id.get_offset()
-                    end = None if offset is None else offset + ds.id.get_storage_size()
-                    if end is None or ds.id.get_storage_size() < expected[0] * expected[1] * 4:
-                        problems.append(f"dataset {name} has no stored data")
-                    elif end > file_size:
-                        problems.append(
-                            f"dataset {name} ends at byte {end}, the file has {file_size}"
-                        )
-            for column in rec["columns"]:
-                if index_path(split, column) not in fh:
-                    problems.append(f"dataset {index_path(split, column)} is missing")
+        for split in sorted(metadata["splits"]):
+            problems += self._split_problems(fh, file_size, metadata, split)
         return problems
 
-    def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``).
+    def _split_problems(
+        self, fh: Any, file_size: int, metadata: dict[str, Any], split: str
+    ) -> list[str]:
+        problems = []
+        for _, feature, view, n_frames, n_bins in frame_arrays(metadata, split):
+            name = view_path(split, feature, view)
+            expected = (n_frames, n_bins)
+            ds = fh.get(name)
+            if not hasattr(ds, "shape"):
+                problems.append(f"dataset {name} is missing")
+            elif tuple(ds.shape) != expected:
+                problems.append(f"dataset {name} has shape {ds.shape}, expected {expected}")
+            elif ds.chunks is None and expected[0]:
+                offset = ds.id.get_offset()
+                end = None if offset is None else offset + ds.id.get_storage_size()
+                if end is None or ds.id.get_storage_size() < expected[0] * expected[1] * 4:
+                    problems.append(f"dataset {name} has no stored data")
+                elif end > file_size:
+                    problems.append(f"dataset {name} ends at byte {end}, the file has {file_size}")
+        for _, group, column in index_nodes(metadata, split):
+            if index_path(split, column, group) not in fh:
+                problems.append(f"dataset {index_path(split, column, group)} is missing")
+        return problems
+
+    def index_columns(
+        self, split: str, names: list[str], group: str = INDEX_GROUP
+    ) -> dict[str, np.ndarray]:
+        """The named index columns of ``split`` in ``group`` (strings as ``<U``).
 
         Raises
         ------
@@ -296,7 +352,7 @@ class Hdf5Source:
         out = {}
         for name in names:
             try:
-                ds = fh[index_path(split, name)]
+                ds = fh[index_path(split, name, group)]
                 if ds.dtype.kind == "O":
                     values = np.asarray(ds.asstr()[:], dtype=str)
                     if values.size == 0:
@@ -312,17 +368,16 @@ class Hdf5Source:
             out[name] = values
         return out
 
-    def _dataset(self, split: str, feature: str) -> Any:
-        name = feature_path(split, feature)
+    def _dataset(self, name: str) -> Any:
         ds = self._h5().get(name)
         if not hasattr(ds, "shape") or len(ds.shape) != 2:
             raise StoreError(self.location, f"{name}: no such frame array")
         return ds
 
-    def frame_array(self, split: str, feature: str) -> FrameArray:
+    def frame_array(self, split: str, feature: str, view: int = 0) -> FrameArray:
         """Memory-mapped FrameArray over the dataset's bytes (h5py reads if filtered)."""
-        name = feature_path(split, feature)
-        ds = self._dataset(split, feature)
+        name = view_path(split, feature, view)
+        ds = self._dataset(name)
         total, n_bins = (int(v) for v in ds.shape)
         where = {"store": self.location, "name": name}
         if ds.dtype != DTYPE or ds.id.get_create_plist().get_nfilters() != 0:

@@ -16,10 +16,14 @@ from featstore.errors import StoreError
 from featstore.store.frame_array import FrameArray
 from featstore.store.layout import (
     check_index,
+    check_view_index,
     local_path,
     n_frames_column,
     offset_column,
     sha256_column,
+    split_checksum,
+    view_ok_column,
+    view_sha256_column,
 )
 from featstore.store.reader import Store, open_store
 
@@ -33,6 +37,8 @@ class SplitInfo:
     ``bonafide``/``spoof``/``unlabelled`` count utterances by label, ``attacks`` the spoofed
     ones by attack id (``system``), ``notes`` the utterances whose loading left a note of
     each kind (``resampled``, ``downmixed``, ``clipped``: the note's first word).
+    ``views`` counts the split's views (1: clean only; 1 + K when augmented),
+    ``views_quarantined`` its augmented views whose augmentation failed.
     """
 
     name: str
@@ -46,6 +52,8 @@ class SplitInfo:
     unlabelled: int = 0
     attacks: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
+    views: int = 1
+    views_quarantined: int = 0
 
 
 @dataclass
@@ -64,6 +72,8 @@ class StoreInfo:
     versions: dict[str, str]
     stats: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
     quarantine: list[tuple[str, str, str]] = field(default_factory=list)
+    augmentation: dict[str, Any] | None = None
+    view_quarantine: list[tuple[str, str, int, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything in :meth:`lines` as plain JSON types (``featstore info --json``).
@@ -73,9 +83,12 @@ class StoreInfo:
         dict
             ``path, format, format_version, fingerprint, created, completed, versions,
             features, disk_bytes``; ``splits``: name -> ``utterances, quarantined, hours,
-            frames, disk_bytes, bonafide, spoof, unlabelled, attacks, notes, stats``
-            (stats: feature -> ``mean_min, mean_max, std_min, std_max``); ``quarantined``:
-            every left-out utterance as ``{split, utt_id, reason}``.
+            frames, disk_bytes, bonafide, spoof, unlabelled, attacks, notes, views,
+            views_quarantined, stats`` (stats: feature -> ``mean_min, mean_max, std_min,
+            std_max``); ``quarantined``: every left-out utterance as ``{split, utt_id,
+            reason}``; ``augmentation``: ``recipe`` (canonical JSON), ``recipe_text``,
+            ``seed``, ``views``, ``splits``, or null; ``quarantined_views``: every
+            quarantined view as ``{split, utt_id, view, reason}``.
         """
         splits = {}
         for s in self.splits:
@@ -101,6 +114,11 @@ class StoreInfo:
             "quarantined": [
                 {"split": split, "utt_id": utt, "reason": reason}
                 for split, utt, reason in self.quarantine
+            ],
+            "augmentation": self.augmentation,
+            "quarantined_views": [
+                {"split": split, "utt_id": utt, "view": view, "reason": reason}
+                for split, utt, view, reason in self.view_quarantine
             ],
         }
 
@@ -136,6 +154,7 @@ class StoreInfo:
         for s in self.splits:
             shapes = ", ".join(f"{n} {s.frames[n]}x{self.features[n]['n_bins']}" for n in names)
             out.append(f"  {s.name}: arrays {shapes} float32")
+        out += self._view_lines(all_quarantined)
         out.append("labels:")
         for s in self.splits:
             row = f"  {s.name:8s} bona fide {s.bonafide}, spoof {s.spoof}"
@@ -151,7 +170,7 @@ class StoreInfo:
                     out.append(f"  {s.name:8s} {kinds}")
         if self.disk_bytes is not None:
             out.append(f"total on disk: {self.disk_bytes / 1e6:.1f} MB")
-        out.append("stats (per-bin mean: min..max; per-bin std: min..max):")
+        out.append("stats of the clean view (per-bin mean: min..max; per-bin std: min..max):")
         for (split, name), (m0, m1, s0, s1) in sorted(self.stats.items()):
             out.append(
                 f"  {split:8s} {name:8s} mean {m0:9.3f} .. {m1:9.3f}  std {s0:8.3f} .. {s1:8.3f}"
@@ -162,6 +181,27 @@ class StoreInfo:
             out.append(f"  {split}/{utt}: {reason}")
         if len(self.quarantine) > len(shown):
             out.append(f"  ... and {len(self.quarantine) - len(shown)} more (use --all)")
+        return out
+
+    def _view_lines(self, all_quarantined: bool) -> list[str]:
+        """The augmented views: recipe, seed, views per split, quarantined views."""
+        aug = self.augmentation
+        if aug is None:
+            return ["views: clean only (no augmented views)"]
+        out = [
+            f"views: clean view 0 + {aug['views']} augmented by {aug['recipe_text']!r}, "
+            f"seed {aug['seed']}, in split(s) {', '.join(aug['splits'])}"
+        ]
+        for s in self.splits:
+            if s.views > 1:
+                row = f"  {s.name:8s} {s.views} views, {s.views_quarantined} quarantined"
+                if s.views_quarantined:
+                    row += " (their rows copy the clean view; Store.view_mask excludes them)"
+                out.append(row)
+        shown = self.view_quarantine if all_quarantined else self.view_quarantine[:_MAX_LISTED]
+        out += [f"  {split}/{utt} view {k}: {reason}" for split, utt, k, reason in shown]
+        if len(self.view_quarantine) > len(shown):
+            out.append(f"  ... and {len(self.view_quarantine) - len(shown)} more (use --all)")
         return out
 
 
@@ -232,6 +272,8 @@ def store_info(location: str | os.PathLike | Store) -> StoreInfo:
                 unlabelled=int((index["label"] == -1).sum()),
                 attacks=dict(Counter(index["system"][index["label"] == 0].tolist())),
                 notes=note_kinds(index["notes"]),
+                views=st.n_views(name),
+                views_quarantined=int(rec.get("views", {}).get("n_quarantined", 0)),
             )
         )
     stats = {}
@@ -260,6 +302,10 @@ def store_info(location: str | os.PathLike | Store) -> StoreInfo:
         versions=dict(meta.get("versions", {})),
         stats=stats,
         quarantine=st.quarantine,
+        augmentation=st.augmentation,
+        view_quarantine=[
+            (str(q[0]), str(q[1]), int(q[2]), str(q[3])) for q in meta.get("view_quarantine", [])
+        ],
     )
 
 
@@ -278,7 +324,9 @@ def verify_store(location: str | os.PathLike, *, strict: bool = False) -> list[s
     per feature, offsets are contiguous from 0, every utterance has frames, totals equal the
     array lengths and the recorded ``n_frames``; every utterance's sha256 and the split
     checksum match the bytes read back (this is what finds flipped bits inside a present
-    file); no frame holds NaN or inf; quarantined utterances are not in the index.
+    file); no frame holds NaN or inf; quarantined utterances are not in the index. For each
+    augmented view: its columns, its rows' sha256 and split checksum, the NaN/inf scan, and
+    that a quarantined view holds the clean rows and is listed in ``view_quarantine``.
 
     Parameters
     ----------
@@ -315,8 +363,6 @@ def verify_store(location: str | os.PathLike, *, strict: bool = False) -> list[s
 
 
 def _verify(location: str | os.PathLike) -> list[str]:
-    from featstore.store.layout import split_checksum
-
     problems: list[str] = []
     try:
         st = open_store(location, check_files=False)
@@ -344,6 +390,7 @@ def _verify(location: str | os.PathLike) -> list[str]:
         if len(set(ids.tolist())) != len(ids):
             problems.append(f"{split}: duplicate utterance ids in the index")
         id_set = set(ids.tolist())
+        clean_ok: set[str] = set()
         for q_split, utt, _ in st.quarantine:
             if q_split == split and utt in id_set:
                 problems.append(f"{split}: quarantined utterance {utt} is in the index")
@@ -378,8 +425,80 @@ def _verify(location: str | os.PathLike) -> list[str]:
             _verify_frames(problems, where, fa, ids, offsets, n_frames, digests)
             if split_checksum(digests.tolist()) != frec["sha256"]:
                 problems.append(f"{where}: split checksum differs from the metadata")
+            else:
+                clean_ok.add(feature)
+        if st.n_views(split) > 1:
+            _verify_views(problems, st, split, cols, clean_ok)
     st.close()
     return problems
+
+
+def _verify_views(
+    problems: list[str], st: Store, split: str, cols: dict[str, np.ndarray], clean_ok: set[str]
+) -> None:
+    """The augmented views of one split: columns, shapes, checksums, NaN/inf, quarantine.
+
+    Each view's rows of each utterance must match its ``sha256.<k>.<feature>`` and the
+    view's split checksum; a quarantined view (``ok.<k>`` 0) must hold exactly the clean
+    rows, and the metadata's ``view_quarantine`` must list exactly those views. The index
+    (offsets, frame counts) is the clean view's, checked before (``clean_ok``: the
+    features whose clean view passed).
+    """
+    rec = st.metadata["splits"][split]
+    try:
+        vcols = st.raw_view_columns(split)
+    except StoreError as exc:
+        problems.append(f"{split}: view index unreadable: {exc.message}")
+        return
+    try:
+        check_view_index(vcols, rec, st.path, split)
+    except StoreError as exc:
+        problems.append(f"{split}: {exc.message}")
+        return
+    ids = cols["utt_id"]
+    listed = {
+        (str(q[1]), int(q[2])) for q in st.metadata.get("view_quarantine", []) if q[0] == split
+    }
+    masked = set()
+    for k in range(1, st.n_views(split)):
+        ok = vcols[view_ok_column(k)]
+        masked |= {(str(ids[i]), k) for i in np.flatnonzero(ok == 0)}
+        for feature in rec["features"]:
+            where = f"{split}/{feature} view {k}"
+            if feature not in clean_ok:
+                problems.append(f"{where}: not checked (its clean view has problems)")
+                continue
+            try:
+                fa = st.array(split, feature, k)
+            except StoreError as exc:
+                problems.append(f"{where}: frame array unreadable: {exc.message}")
+                continue
+            offsets = cols[offset_column(feature)].astype(np.int64)
+            n_frames = cols[n_frames_column(feature)].astype(np.int64)
+            digests = vcols[view_sha256_column(k, feature)]
+            _verify_frames(problems, where, fa, ids, offsets, n_frames, digests)
+            expected = rec["views"]["sha256"][feature][k - 1]
+            if split_checksum(digests.tolist()) != expected:
+                problems.append(f"{where}: split checksum differs from the metadata")
+            clean = cols[sha256_column(feature)]
+            copies = np.flatnonzero((ok == 0) & (digests != clean))
+            _listed(
+                problems,
+                f"{where}: quarantined view does not hold the clean rows",
+                [str(ids[i]) for i in copies],
+            )
+    unlisted = sorted(masked - listed)
+    _listed(
+        problems,
+        f"{split}: quarantined view missing from the metadata's view_quarantine",
+        [f"{u} view {k}" for u, k in unlisted],
+    )
+    extra = sorted(listed - masked)
+    _listed(
+        problems,
+        f"{split}: view_quarantine lists a view the index marks as augmented",
+        [f"{u} view {k}" for u, k in extra],
+    )
 
 
 def _verify_frames(

@@ -8,6 +8,10 @@ Logical layout (identical in Zarr v3 and HDF5)::
     /                                  root group; attribute "spoofstore" = store metadata
     /<split>/<feature>                 float32 (total_frames, n_bins), utterances concatenated
     /<split>/index/<column>            1-D columns, one row per utterance in build order
+    /<split>/views/<k>/<feature>       augmented view k (1..K) of the split: rows aligned with
+                                       /<split>/<feature> (the clean view 0), same shape
+    /<split>/views/index/<column>      per-utterance columns of the views (ok.<k>, chain.<k>,
+                                       sha256.<k>.<feature>), one row per index row
 
 Location handling (local path vs. fsspec URL) also lives here.
 """
@@ -28,14 +32,30 @@ from featstore.errors import StoreError
 FORMAT_NAME = "spoofstore.featstore"
 """Value of ``metadata["format"]``: says the store was written by this package."""
 
-FORMAT_VERSION = 1
-"""Bumped on every incompatible change of this schema."""
+FORMAT_VERSION = 2
+"""Bumped on every incompatible change of this schema (2: augmented views)."""
+
+READABLE_VERSIONS = (1, 2)
+"""Format versions this package reads. Version 1 is version 2 without augmented views."""
+
+CLEAN_LAYOUT_VERSION = 1
+"""The layout version of the clean view, recorded in the fingerprinted build configuration
+(``config.format_version``). It is not bumped with :data:`FORMAT_VERSION` when only views
+are added, so a store's fingerprint (which trainer runs record) does not change when views
+are appended to it, and version-1 stores keep theirs."""
+
 
 METADATA_ATTR = "spoofstore"
 """Name of the root attribute holding the store metadata (a JSON object)."""
 
 INDEX_GROUP = "index"
 """Name of the per-split group holding the index columns."""
+
+VIEWS_GROUP = "views"
+"""Name of the per-split group holding the augmented views and their index columns."""
+
+RESERVED_NAMES = frozenset({INDEX_GROUP, VIEWS_GROUP})
+"""Node names every split may hold besides its features: no feature may be named so."""
 
 BUILD_STATE_DIR = ".spoofstore-build"
 """Directory inside a Zarr store holding the build journal until the build completes (never
@@ -142,9 +162,90 @@ def feature_path(split: str, feature: str) -> str:
     return f"{check_name(split, 'split')}/{check_name(feature, 'feature')}"
 
 
-def index_path(split: str, column: str) -> str:
-    """Node path of one index column (names checked)."""
-    return f"{check_name(split, 'split')}/{INDEX_GROUP}/{check_name(column, 'index column')}"
+def index_path(split: str, column: str, group: str = INDEX_GROUP) -> str:
+    """Node path of one index column (names checked).
+
+    ``group`` is :data:`INDEX_GROUP` (the split's index) or :data:`VIEW_INDEX_GROUP` (the
+    columns of its augmented views).
+    """
+    if group not in (INDEX_GROUP, VIEW_INDEX_GROUP):
+        raise ValueError(f"not an index group: {group!r}")
+    return f"{check_name(split, 'split')}/{group}/{check_name(column, 'index column')}"
+
+
+VIEW_INDEX_GROUP = f"{VIEWS_GROUP}/{INDEX_GROUP}"
+"""Group (below the split) of the per-utterance columns of the augmented views."""
+
+
+def view_path(split: str, feature: str, view: int) -> str:
+    """Node path of view ``view`` of ``feature`` in ``split``: view 0 is :func:`feature_path`.
+
+    Examples
+    --------
+    >>> view_path("train", "mgd", 0), view_path("train", "mgd", 2)
+    ('train/mgd', 'train/views/2/mgd')
+    """
+    if isinstance(view, bool) or not isinstance(view, int) or view < 0:
+        raise ValueError(f"view must be a non-negative integer, got {view!r}")
+    if view == 0:
+        return feature_path(split, feature)
+    return f"{check_name(split, 'split')}/{VIEWS_GROUP}/{view}/{check_name(feature, 'feature')}"
+
+
+def view_ok_column(view: int) -> str:
+    """Column (in :data:`VIEW_INDEX_GROUP`): int8, 1 where view ``view`` was augmented,
+    0 where its augmentation failed (the view is quarantined; its rows copy the clean ones)."""
+    return f"ok.{view}"
+
+
+def view_chain_column(view: int) -> str:
+    """Column (in :data:`VIEW_INDEX_GROUP`): the augmentation chain drawn for view ``view``
+    (``"codec+noise"``), ``""`` where the view is quarantined."""
+    return f"chain.{view}"
+
+
+def view_sha256_column(view: int, feature: str) -> str:
+    """Column (in :data:`VIEW_INDEX_GROUP`): hex sha256 of each utterance's rows of
+    ``feature`` in view ``view``."""
+    return f"sha256.{view}.{feature}"
+
+
+def n_views(split_record: dict[str, Any]) -> int:
+    """Views of a split (1: the clean view only) from its metadata record."""
+    views = split_record.get("views")
+    return int(views["n_views"]) if isinstance(views, dict) else 1
+
+
+def frame_arrays(
+    meta: dict[str, Any], split: str | None = None
+) -> list[tuple[str, str, int, int, int]]:
+    """Every frame array a complete store holds: ``(split, feature, view, n_frames, n_bins)``.
+
+    Views of a split share the clean view's shape. Splits, then features, sorted; views in
+    order. ``split``: that split's only.
+    """
+    out = []
+    for name, rec in sorted(meta["splits"].items()):
+        if split is not None and name != split:
+            continue
+        for feature, frec in sorted(rec["features"].items()):
+            for view in range(n_views(rec)):
+                out.append((name, feature, view, int(frec["n_frames"]), int(frec["n_bins"])))
+    return out
+
+
+def index_nodes(meta: dict[str, Any], split: str | None = None) -> list[tuple[str, str, str]]:
+    """Every index column a complete store holds: ``(split, group, column)`` (``split``:
+    that split's only)."""
+    out = []
+    for name, rec in sorted(meta["splits"].items()):
+        if split is not None and name != split:
+            continue
+        out += [(name, INDEX_GROUP, column) for column in rec["columns"]]
+        views = rec.get("views")
+        if isinstance(views, dict):
+            out += [(name, VIEW_INDEX_GROUP, column) for column in views["columns"]]
+    return out
 
 
 def is_remote(location: str | os.PathLike) -> bool:
@@ -198,11 +299,12 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise StoreError(where, "not a spoofstore feature store (no 'spoofstore' metadata)")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise StoreError(
             where,
             f"store format version {version} is not supported by this spoofstore "
-            f"(reads version {FORMAT_VERSION}); rebuild it with --overwrite",
+            f"(reads versions {readable}); rebuild it with --overwrite",
         )
     if not meta.get("complete", False):
         raise StoreError(
@@ -256,6 +358,51 @@ def _check_structure(meta: dict[str, Any], where: str) -> None:
                 _is_count(frec.get(k)) for k in ("n_frames", "n_bins")
             )
             _expect(ok, where, f"splits.{split}.features.{feature}: n_frames/n_bins")
+    _check_views_structure(meta, where)
+
+
+def _check_views_structure(meta: dict[str, Any], where: str) -> None:
+    """The augmentation record and each augmented split's ``views`` record (version 2)."""
+    aug = meta.get("augmentation")
+    augmented = [s for s, rec in meta["splits"].items() if "views" in rec]
+    if aug is None:
+        _expect(not augmented, where, "splits hold views but 'augmentation' is missing")
+        return
+    _expect(meta.get("format_version") == 2, where, "'augmentation' in a version-1 store")
+    _expect(isinstance(aug, dict), where, "'augmentation' is not an object")
+    views, seed, splits = aug.get("views"), aug.get("seed"), aug.get("splits")
+    _expect(_is_count(views) and views > 0, where, "augmentation.views")
+    _expect(_is_count(seed), where, "augmentation.seed")
+    _expect(isinstance(aug.get("recipe"), str), where, "augmentation.recipe")
+    _expect(
+        isinstance(splits, list) and sorted(splits) == sorted(augmented),
+        where,
+        "augmentation.splits differs from the splits holding views",
+    )
+    for split in augmented:
+        rec = meta["splits"][split]["views"]
+        name = f"splits.{split}.views"
+        _expect(isinstance(rec, dict), where, f"{name} is not an object")
+        _expect(rec.get("n_views") == 1 + views, where, f"{name}.n_views")
+        _expect(_is_count(rec.get("n_quarantined")), where, f"{name}.n_quarantined")
+        columns = rec.get("columns")
+        _expect(isinstance(columns, list), where, f"{name}.columns is not a list")
+        for column in columns:
+            check_name(column, "index column", where)
+        required = []
+        for k in range(1, 1 + views):
+            required += [view_ok_column(k), view_chain_column(k)]
+            required += [view_sha256_column(k, f) for f in meta["features"]]
+        missing = [c for c in required if c not in columns]
+        _expect(not missing, where, f"{name}.columns lacks {', '.join(missing[:3])}")
+        checksums = rec.get("sha256")
+        _expect(
+            isinstance(checksums, dict)
+            and set(checksums) == set(meta["features"])
+            and all(isinstance(v, list) and len(v) == views for v in checksums.values()),
+            where,
+            f"{name}.sha256: one checksum per feature and view",
+        )
 
 
 def split_checksum(digests: Iterable[str]) -> str:
@@ -280,6 +427,46 @@ def split_checksum(digests: Iterable[str]) -> str:
     for d in digests:
         h.update(bytes.fromhex(d))
     return h.hexdigest()
+
+
+def check_view_index(
+    columns: dict[str, np.ndarray], record: dict[str, Any], where: str, split: str
+) -> None:
+    """Validate the view columns of one split as loaded (see :func:`check_index`).
+
+    Every column has one row per utterance; ``ok.<k>`` is int8 and 0 or 1; the others are
+    strings.
+
+    Parameters
+    ----------
+    columns : dict of str to np.ndarray
+        The loaded columns of :data:`VIEW_INDEX_GROUP`.
+    record : dict
+        The split's metadata record (``n_utterances``, ``views``).
+    where, split : str
+        The store and the split, for messages.
+
+    Raises
+    ------
+    StoreError
+        Naming the split and the first bad column.
+    """
+    n = int(record["n_utterances"])
+    for name in record["views"]["columns"]:
+        values = columns.get(name)
+        label = f"views/{name}"
+        if values is None:
+            raise _column_error(where, split, label, "is missing")
+        if values.ndim != 1 or len(values) != n:
+            raise _column_error(where, split, label, f"has {values.shape} rows, expected {n}")
+        if name.startswith("ok."):
+            if values.dtype != np.dtype("i1"):
+                raise _column_error(where, split, label, f"has dtype {values.dtype}, expected int8")
+            bad = np.flatnonzero((values != 0) & (values != 1))
+            if bad.size:
+                raise _column_error(where, split, label, f"is not 0 or 1 at row {int(bad[0])}")
+        elif values.dtype.kind != "U":
+            raise _column_error(where, split, label, f"has dtype {values.dtype}, expected str")
 
 
 def _column_error(where: str, split: str, column: str, what: str) -> StoreError:

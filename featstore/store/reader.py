@@ -18,12 +18,15 @@ from featstore.store.frame_array import FrameArray
 from featstore.store.fsspec_io import cache_dir_from_env
 from featstore.store.layout import (
     FIXED_COLUMNS,
+    VIEW_INDEX_GROUP,
     check_index,
     check_metadata,
     check_name,
+    check_view_index,
     detect_format,
     n_frames_column,
     offset_column,
+    view_ok_column,
 )
 
 
@@ -55,6 +58,8 @@ class Store:
     >>> st = open_store("store.zarr")  # doctest: +SKIP
     >>> st.splits, st.array("train", "mgd")[100:356].shape  # doctest: +SKIP
     (['dev', 'train'], (256, 257))
+    >>> st.n_views("train"), st.array("train", "mgd", view=2)[100:356].shape  # doctest: +SKIP
+    (4, (256, 257))
     """
 
     def __init__(
@@ -76,8 +81,9 @@ class Store:
                 self._refuse_missing_files()
         finally:
             self._src.close()
-        self._arrays: dict[tuple[str, str], FrameArray] = {}
+        self._arrays: dict[tuple[str, str, int], FrameArray] = {}
         self._index: dict[str, dict[str, np.ndarray]] = {}
+        self._view_index: dict[str, dict[str, np.ndarray]] = {}
         self._rows: dict[str, dict[str, int]] = {}
 
     def data_problems(self) -> list[str]:
@@ -172,6 +178,76 @@ class Store:
         """Number of utterances (index rows) in ``split``."""
         return int(self._split_record(split)["n_utterances"])
 
+    # -- augmented views -------------------------------------------------------------------------
+    @property
+    def augmentation(self) -> dict[str, Any] | None:
+        """What made the augmented views, or None for a store without them.
+
+        Returns
+        -------
+        dict or None
+            ``recipe`` (the canonical JSON of :meth:`featstore.augment.Recipe.to_json`;
+            ``Recipe.from_json`` reads it back), ``recipe_text`` (as ``str(recipe)``),
+            ``seed``, ``views`` (augmented copies per utterance, K) and ``splits`` (the
+            augmented splits).
+        """
+        aug = self.metadata.get("augmentation")
+        return None if aug is None else {**aug, "splits": list(aug["splits"])}
+
+    def n_views(self, split: str) -> int:
+        """Views of ``split``: 1 + K when it was augmented with K copies, else 1 (clean only).
+
+        Every view of a split shares the clean view's index: view ``k`` of utterance ``i``
+        is rows ``offsets[i] : offsets[i] + n_frames[i]`` of ``array(split, f, view=k)``.
+        """
+        views = self._split_record(split).get("views")
+        return int(views["n_views"]) if views else 1
+
+    def _check_view(self, split: str, view: int) -> None:
+        n = self.n_views(split)
+        if isinstance(view, bool) or not isinstance(view, int | np.integer) or not 0 <= view < n:
+            have = "only the clean view 0" if n == 1 else f"views 0..{n - 1}"
+            raise StoreError(self.path, f"no view {view!r} in split {split!r}; it has {have}")
+
+    def raw_view_columns(self, split: str) -> dict[str, np.ndarray]:
+        """The augmented views' columns of ``split`` as stored, NOT validated (``verify``).
+
+        ``ok.<k>`` (int8, 1 augmented, 0 quarantined), ``chain.<k>`` (the chain drawn),
+        ``sha256.<k>.<feature>``; empty for a split without views.
+        """
+        views = self._split_record(split).get("views")
+        if not views:
+            return {}
+        return self._live().index_columns(split, list(views["columns"]), VIEW_INDEX_GROUP)
+
+    def view_columns(self, split: str) -> dict[str, np.ndarray]:
+        """The views' columns of ``split`` (:meth:`raw_view_columns`), checked, read-only."""
+        if split not in self._view_index:
+            columns = self.raw_view_columns(split)
+            if columns:
+                check_view_index(columns, self._split_record(split), self.path, split)
+            for values in columns.values():
+                values.flags.writeable = False
+            self._view_index[split] = columns
+        return self._view_index[split]
+
+    def view_mask(self, split: str) -> np.ndarray:
+        """Which views of each utterance may be sampled.
+
+        Returns
+        -------
+        np.ndarray
+            bool ``(n_utterances, n_views)``: column 0 (clean) is all True; column ``k`` is
+            False where the augmentation of view ``k`` failed for that utterance (the view
+            is quarantined: its rows hold a copy of the clean frames; do not pick it).
+        """
+        n, n_views = self.n_utterances(split), self.n_views(split)
+        mask = np.ones((n, n_views), dtype=bool)
+        columns = self.view_columns(split)
+        for k in range(1, n_views):
+            mask[:, k] = columns[view_ok_column(k)] == 1
+        return mask
+
     # -- index -----------------------------------------------------------------------------------
     def _columns(self, split: str) -> dict[str, np.ndarray]:
         if split not in self._index:
@@ -242,24 +318,28 @@ class Store:
             raise StoreError(self.path, f"no utterance {utt_id!r} in split {split!r}") from None
 
     # -- frames ----------------------------------------------------------------------------------
-    def array(self, split: str, feature: str) -> FrameArray:
+    def array(self, split: str, feature: str, view: int = 0) -> FrameArray:
         """The concatenated ``(total_frames, n_bins)`` float32 array of ``feature``.
 
-        Local stores are memory-mapped: ``array(...)[a:b]`` is a copy out of the mapped
-        file bytes, never a per-slice trip through zarr/h5py.
+        ``view`` 0 is the clean view; 1..K the augmented copies (:meth:`n_views`), each
+        with the clean view's shape and rows (:meth:`frames`). Local stores are
+        memory-mapped: ``array(...)[a:b]`` is a copy out of the mapped file bytes, never
+        a per-slice trip through zarr/h5py.
         """
         self._check_feature(feature)
         self._split_record(split)
+        self._check_view(split, view)
         src = self._live()
-        key = (split, feature)
+        key = (split, feature, int(view))
         if key not in self._arrays:
-            fa = src.frame_array(split, feature)
+            fa = src.frame_array(split, feature, int(view))
             frec = self._split_record(split)["features"][feature]
             expected = (int(frec["n_frames"]), int(frec["n_bins"]))
             if fa.shape != expected:
+                name = f"{split}/{feature}" + (f" view {view}" if view else "")
                 raise StoreError(
                     self.path,
-                    f"{split}/{feature}: the array has shape {fa.shape}, the metadata says "
+                    f"{name}: the array has shape {fa.shape}, the metadata says "
                     f"{expected}; rebuild the store",
                 )
             self._arrays[key] = fa
@@ -272,8 +352,9 @@ class Store:
         utt_id: str,
         start: int | None = None,
         stop: int | None = None,
+        view: int = 0,
     ) -> np.ndarray:
-        """Frames ``[start:stop]`` (Python slice semantics) of one utterance.
+        """Frames ``[start:stop]`` (Python slice semantics) of one utterance, of ``view``.
 
         Returns
         -------
@@ -284,14 +365,14 @@ class Store:
         offsets, n_frames = self.frames(split, feature)
         a, b, _ = slice(start, stop).indices(int(n_frames[i]))
         base = int(offsets[i])
-        return self.array(split, feature)[base + a : base + max(a, b)]
+        return self.array(split, feature, view)[base + a : base + max(a, b)]
 
     # -- statistics ------------------------------------------------------------------------------
     def stats(self, feature: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """Per-bin mean and standard deviation of ``feature`` over ``split``.
 
-        Accumulated in float64 over every frame of the split at build time. A split with no
-        frames has mean 0 and std 1.
+        Accumulated in float64 over every frame of the split's clean view at build time
+        (augmented views do not change them). A split with no frames has mean 0 and std 1.
 
         Returns
         -------

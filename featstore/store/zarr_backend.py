@@ -33,10 +33,14 @@ from featstore.store.layout import (
     DTYPE,
     INDEX_GROUP,
     METADATA_ATTR,
-    feature_path,
+    VIEWS_GROUP,
+    check_name,
+    frame_arrays,
+    index_nodes,
     index_path,
     is_remote,
     local_path,
+    view_path,
 )
 from featstore.store.zarr_shards import (
     EMPTY_CHUNK,
@@ -171,24 +175,41 @@ class ZarrWriter:
         elif self.path.exists():
             self.path.unlink()
 
-    def open(self, metadata: dict[str, Any]) -> None:
-        """Create the root group (or open it when resuming) and set its metadata."""
+    def open(self, metadata: dict[str, Any] | None) -> None:
+        """Create the root group (or open it when resuming) and set its metadata.
+
+        ``metadata`` None: open a finished store to add views to it, keeping its metadata
+        (the store stays readable as it was until :meth:`finish`).
+        """
         import zarr
 
         self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
-        self._set_metadata(metadata)
+        if metadata is not None:
+            self._set_metadata(metadata)
+
+    def remove_views(self, split: str) -> None:
+        """Delete every augmented view of ``split`` (left by an abandoned addition of views)."""
+        target = self.path / check_name(split, "split") / VIEWS_GROUP
+        if target.is_dir():
+            shutil.rmtree(target)
 
     def _set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the root metadata attribute (atomic file replace by zarr's LocalStore)."""
         self._group.attrs.put({METADATA_ATTR: metadata})
 
     def sink(
-        self, split: str, feature: str, n_bins: int, chunk_frames: int, shard_frames: int
+        self,
+        split: str,
+        feature: str,
+        n_bins: int,
+        chunk_frames: int,
+        shard_frames: int,
+        view: int = 0,
     ) -> ZarrSink:
-        """The array ``/<split>/<feature>``, created empty when missing."""
+        """The array of view ``view`` of ``/<split>/<feature>``, created empty when missing."""
         import zarr
 
-        name = feature_path(split, feature)
+        name = view_path(split, feature, view)
         directory = self.path / name
         if (directory / "zarr.json").is_file():
             array = zarr.open_array(self.path / name, mode="r+", zarr_format=3)
@@ -211,20 +232,25 @@ class ZarrWriter:
             )
         return ZarrSink(array, directory, self.fsync)
 
-    def write_index(self, split: str, columns: dict[str, np.ndarray]) -> None:
-        """Write the index columns of ``split`` (replacing earlier ones)."""
-        target = self.path / split / INDEX_GROUP
+    def write_index(
+        self, split: str, columns: dict[str, np.ndarray], group: str = INDEX_GROUP
+    ) -> None:
+        """Write the index columns of ``split`` in ``group`` (replacing earlier ones).
+
+        ``group``: :data:`~featstore.store.layout.INDEX_GROUP` or ``VIEW_INDEX_GROUP``.
+        """
+        target = self.path / check_name(split, "split") / group
         if target.exists():
             shutil.rmtree(target)
         for name, values in columns.items():
             n = max(1, len(values))
             if values.dtype.kind == "U":
                 array = self._group.create_array(
-                    name=index_path(split, name), shape=values.shape, dtype=str, chunks=(n,)
+                    name=index_path(split, name, group), shape=values.shape, dtype=str, chunks=(n,)
                 )
             else:
                 array = self._group.create_array(
-                    name=index_path(split, name),
+                    name=index_path(split, name, group),
                     shape=values.shape,
                     dtype=values.dtype,
                     chunks=(n,),
@@ -260,16 +286,15 @@ def expected_files(meta: dict[str, Any]) -> list[tuple[str, int | None]]:
     chunk, shard = meta.get("chunk_frames"), meta.get("shard_frames")
     sized = isinstance(chunk, int) and isinstance(shard, int) and 0 < chunk <= shard
     files: list[tuple[str, int | None]] = []
-    for split, rec in sorted(meta["splits"].items()):
-        for feature, frec in sorted(rec["features"].items()):
-            array = feature_path(split, feature)
+    for name in sorted(meta["splits"]):
+        for split, feature, view, n_frames, n_bins in frame_arrays(meta, name):
+            array = view_path(split, feature, view)
             files.append((f"{array}/zarr.json", None))
-            n_frames, n_bins = int(frec["n_frames"]), int(frec["n_bins"])
             if sized:
                 for i, size in enumerate(shard_file_sizes(n_frames, n_bins, chunk, shard)):
                     files.append((f"{array}/c/{i}/0", size))
-        for column in rec["columns"]:
-            files.append((f"{index_path(split, column)}/zarr.json", None))
+        for split, group, column in index_nodes(meta, name):
+            files.append((f"{index_path(split, column, group)}/zarr.json", None))
     return files
 
 
@@ -364,20 +389,22 @@ class ZarrSource:
         problems = (file_problem(rel, sizes[rel], expected) for rel, expected in files)
         return [p for p in problems if p is not None]
 
-    def index_columns(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The named index columns of ``split`` (strings as ``<U``).
+    def index_columns(
+        self, split: str, names: list[str], group: str = INDEX_GROUP
+    ) -> dict[str, np.ndarray]:
+        """The named index columns of ``split`` in ``group`` (strings as ``<U``).
 
         Raises
         ------
         StoreError
             A column is missing or unreadable.
         """
-        group = self._zarr_group()
+        root = self._zarr_group()
         out = {}
         for name in names:
-            path = index_path(split, name)
+            path = index_path(split, name, group)
             try:
-                values = np.asarray(group[path][:])
+                values = np.asarray(root[path][:])
             except (KeyError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
                 raise StoreError(
                     self.location,
@@ -391,14 +418,14 @@ class ZarrSource:
             out[name] = values
         return out
 
-    def _zarr_array(self, split: str, feature: str) -> Any:
-        return self._zarr_group()[feature_path(split, feature)]
+    def _zarr_array(self, split: str, feature: str, view: int = 0) -> Any:
+        return self._zarr_group()[view_path(split, feature, view)]
 
-    def frame_array(self, split: str, feature: str) -> FrameArray:
+    def frame_array(self, split: str, feature: str, view: int = 0) -> FrameArray:
         """Memory-mapped FrameArray (local), else one reading through zarr."""
-        name = feature_path(split, feature)
+        name = view_path(split, feature, view)
         if self._mirror is not None:
-            self._mirror.ensure_array(split, feature)
+            self._mirror.ensure_array(split, feature, view)
         if not self.remote:
             directory = self.path / name
             try:
@@ -412,7 +439,7 @@ class ZarrSource:
             if mapped is not None:
                 return mapped
         try:
-            array = self._zarr_array(split, feature)
+            array = self._zarr_array(split, feature, view)
         except (KeyError, FileNotFoundError):
             raise StoreError(self.location, f"{name}: no such frame array") from None
         return FrameArray(
