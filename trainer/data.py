@@ -54,6 +54,7 @@ from torch import nn
 
 from featstore import open_store
 from featstore.errors import StoreError
+from trainer.config import VIEW_MODES
 from trainer.errors import TrainingError
 from trainer.torch_shared_memory import empty_shared
 
@@ -62,6 +63,7 @@ __all__ = [
     "CropBatches",
     "EvalBatches",
     "FeatureNormalizer",
+    "SpecMasker",
     "StoreView",
     "crop_plan",
     "make_loader",
@@ -166,10 +168,6 @@ def _stratified_starts(utts: np.ndarray, room: np.ndarray, rng: np.random.Genera
     u = rng.random(utts.size)
     starts = np.floor((rank + u) * (room + 1) / count).astype(np.int64)
     return np.minimum(starts, room)
-
-
-VIEW_MODES = ("all", "clean", "aug")
-"""Which views of a store with augmented views training draws from (:func:`view_plan`)."""
 
 
 def view_plan(
@@ -1045,3 +1043,92 @@ def normalization_stats(
             np.array(np.asarray(std)[:n_bins], np.float32),
         )
     return stats
+
+
+# --- feature masking --------------------------------------------------------------------------
+
+
+class SpecMasker:
+    """SpecAugment-style time and frequency masks for training batches, on their device.
+
+    Parameters
+    ----------
+    seed : int
+        Run seed; the masks of a batch are a pure function of ``(seed, epoch, step, rank)``
+        (a resumed run masks exactly as an uninterrupted one).
+    time_masks, freq_masks : int
+        Masks per crop along time and along the bins.
+    time_mask_width, freq_mask_width : int
+        Largest width in frames / bins. A mask's width is uniform in
+        ``[0, min(width, axis // 2)]`` and its start uniform where it fits.
+    rank : int, default 0
+        DDP rank (each rank masks its own shard differently).
+
+    Notes
+    -----
+    Masked values are set to 0, the per-bin mean of normalised features: apply it after
+    :class:`FeatureNormalizer`. Every feature of a batch gets the same time masks (the
+    features of a crop are the same frames) and its own frequency masks. The random draws
+    are made on the CPU (a few numbers per crop), the masks are built on the batch's device.
+
+    Examples
+    --------
+    >>> masker = SpecMasker(0, time_masks=1, freq_masks=0, time_mask_width=4, freq_mask_width=0)
+    >>> x = masker({"f": torch.ones(2, 10, 3)}, epoch=0, step=0)["f"]
+    >>> bool((x == 0).any()), bool((x[:, :, 0] == x[:, :, 1]).all())
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        time_masks: int,
+        freq_masks: int,
+        time_mask_width: int,
+        freq_mask_width: int,
+        rank: int = 0,
+    ):
+        self.seed, self.rank = int(seed), int(rank)
+        self.time = (int(time_masks), int(time_mask_width))
+        self.freq = (int(freq_masks), int(freq_mask_width))
+
+    def generator(self, epoch: int, step: int) -> torch.Generator:
+        """The CPU generator of the masks of ``(epoch, step)``."""
+        words = [self.seed, int(epoch), int(step), self.rank, 2]
+        state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def __call__(
+        self, batch: Mapping[str, torch.Tensor], *, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        """Masked copies of the ``(B, frames, bins)`` features in ``batch``."""
+        gen = self.generator(epoch, step)
+        out = dict(batch)
+        time_mask = None
+        for name, x in batch.items():
+            if x.ndim != 3:
+                continue
+            b, n_frames, n_bins = x.shape
+            if time_mask is None:
+                time_mask = _axis_mask(b, n_frames, *self.time, gen, x.device)
+            masked = (
+                time_mask[:, :, None] | _axis_mask(b, n_bins, *self.freq, gen, x.device)[:, None, :]
+            )
+            out[name] = x.masked_fill(masked, 0.0)
+        return out
+
+
+def _axis_mask(
+    batch: int, size: int, count: int, width: int, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """bool ``(batch, size)``: ``count`` random spans of up to ``min(width, size // 2)``."""
+    width = min(width, size // 2)
+    if count == 0 or width == 0:
+        return torch.zeros((batch, size), dtype=torch.bool, device=device)
+    widths = torch.randint(0, width + 1, (batch, count), generator=gen)
+    starts = (torch.rand((batch, count), generator=gen) * (size - widths + 1)).long()
+    starts, widths = starts.to(device), widths.to(device)
+    pos = torch.arange(size, device=device)[None, None, :]
+    inside = (pos >= starts[..., None]) & (pos < (starts + widths)[..., None])
+    return inside.any(dim=1)
