@@ -87,6 +87,8 @@ class VGG10(CountermeasureModel):
     torch.Size([3, 2])
     """
 
+    train_crops_per_utt = 32
+
     def __init__(
         self,
         n_bins: int = 64,
@@ -97,7 +99,6 @@ class VGG10(CountermeasureModel):
         features: Sequence[str] = ("fbank",),
     ):
         super().__init__()
-        self.train_crops_per_utt = 32
         if n_bins % 8 or context < 8:
             raise ModelConfigError(
                 f"VGG10: n_bins must be divisible by 8 and context >= 8, got {n_bins}, {context}"
