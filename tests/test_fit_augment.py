@@ -169,6 +169,8 @@ def test_crops_per_utt_default_comes_from_the_model(store_path, tmp_path):
     run = trainer.fit(store_path, out=tmp_path / "vgg", **base)
     config = json.loads((tmp_path / "vgg" / "config.json").read_text())["fit"]
     assert config["crops_per_utt"] == 32 and run.history[0]["step"] == 12 * 32 // 4
+    log = (tmp_path / "vgg" / "train.log").read_text()
+    assert "crops_per_utt=32 views=all spec_mask=False" in log
     run = trainer.fit(store_path, out=tmp_path / "vgg2", **{**base, "crops_per_utt": 2})
     assert run.history[0]["step"] == 12 * 2 // 4
     trainer.fit(store_path, out=tmp_path / "lcnn", epochs=1, **FAST)

@@ -802,6 +802,11 @@ def _session_line(plan: _RunPlan, cfg: FitConfig, device: Any = None, precision:
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "crop_frames": cfg.crop_frames,
+            "crops_per_utt": cfg.crops_per_utt or "model's",
+            "views": cfg.views
+            if cfg.clean_prob is None
+            else f"{cfg.views}(clean {cfg.clean_prob})",
+            "spec_mask": cfg.spec_mask,
             "device": device or cfg.device,
             "precision": precision or cfg.precision,
             "spoofstore": __version__,
