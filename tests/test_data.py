@@ -215,9 +215,10 @@ def test_normalizer_standardises_per_bin():
 
 def test_crops_are_the_same_frames_of_every_feature(store):
     ds = CropBatches(store, GRCNN_BINS, 24, 4, seed=1)
-    utts, starts, _ = ds.plan(0)
+    utts, starts, _, _ = ds.plan(0)
     batch = ds[(0, 0)]
-    assert set(batch) == {"mgd", "logmel", "label", "index"}
+    assert set(batch) == {"mgd", "logmel", "label", "index", "view"}
+    assert not batch["view"].any()  # a store without augmented views: the clean view
     assert batch["mgd"].shape == (4, 24, 256)  # the 257th MGD bin is cut
     assert batch["logmel"].shape == (4, 24, 256)
     index = store.index("train")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featstore.errors import SpoofstoreError
-from trainer.models import MODELS, ModelError, ModelSpec, build_model
+from trainer.models import MODELS, ModelConfigError, ModelError, ModelSpec, build_model
 from trainer.models.grcnn import GRCNN, frame_windows, n_windows
 from trainer.models.maxout import Maxout, maxout
 from trainer.models.registry import wrap_frames
@@ -347,3 +347,36 @@ def test_maxout_is_max_of_adjacent_pairs(batch, pairs, length, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 2 * pairs, length, generator=g)
     torch.testing.assert_close(maxout(x), torch.maximum(x[:, 0::2], x[:, 1::2]), rtol=0, atol=0)
+
+
+# --- chosen features as input channels --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "frames"),
+    [("lcnn", {"n_bins": 32, "train_frames": 32}, 32), ("vgg10", {"n_bins": 32, "hidden": 16}, 40)],
+)
+def test_features_are_input_channels(name, kwargs, frames):
+    torch.manual_seed(0)
+    net = build_model(name, features=["mgd", "logmel"], **kwargs).eval()
+    assert net.features == ("mgd", "logmel") and net.n_bins == {"mgd": 32, "logmel": 32}
+    assert net.unused_bins == {"mgd": 1}  # MGD's Nyquist bin, as in the GRCNN
+    a, b = torch.randn(2, frames, 32), torch.randn(2, frames, 32)
+    with torch.no_grad():
+        out = net(mgd=a, logmel=b)
+        assert out.shape == (2, 2)
+        assert not torch.equal(out, net(mgd=b, logmel=a))  # two channels, not one summed input
+    one = build_model(name, features=["mgd"], **kwargs)
+    assert one.features == ("mgd",) and one.unused_bins == {"mgd": 1}
+    assert build_model(name, **kwargs).unused_bins == {}
+
+
+def test_vgg10_trains_on_many_windows_per_utterance():
+    assert build_model("vgg10").train_crops_per_utt == 32
+    assert build_model("lcnn").train_crops_per_utt == build_model("grcnn").train_crops_per_utt == 1
+
+
+@pytest.mark.parametrize("features", [[], ["mgd", "mgd"], [""]])
+def test_bad_feature_lists_are_model_config_errors(features):
+    with pytest.raises(ModelConfigError, match="features must be distinct feature names"):
+        build_model("lcnn", features=features)

@@ -76,6 +76,46 @@ def _parse_model_args(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--epochs", type=int, default=None, help="Epochs [default: 20].")
 @click.option("--batch-size", type=int, default=None, help="Crops per step [default: 32].")
 @click.option("--crop-frames", type=int, default=None, help="Crop length [default: model's].")
+@click.option(
+    "--crops-per-utt",
+    type=int,
+    default=None,
+    help="Random crops of each training utterance per epoch, spread over it "
+    "[default: model's: vgg10 32, others 1].",
+)
+@click.option(
+    "--views",
+    type=click.Choice(["all", "clean", "aug"]),
+    default=None,
+    help="Views of a store with augmented views to train on: all, the clean one, or the "
+    "augmented ones; picked per crop and epoch, quarantined ones never [default: all].",
+)
+@click.option(
+    "--clean-prob",
+    type=float,
+    default=None,
+    help="With --views all: probability of the clean view per crop [default: uniform over "
+    "all views].",
+)
+@click.option(
+    "--spec-mask/--no-spec-mask",
+    default=None,
+    help="SpecAugment-style time and frequency masks on training batches [default: no].",
+)
+@click.option("--time-masks", type=int, default=None, help="Time masks per crop [default: 2].")
+@click.option(
+    "--time-mask-width", type=int, default=None, help="Widest time mask, frames [default: 20]."
+)
+@click.option("--freq-masks", type=int, default=None, help="Frequency masks per crop [default: 2].")
+@click.option(
+    "--freq-mask-width", type=int, default=None, help="Widest frequency mask, bins [default: 16]."
+)
+@click.option(
+    "--features",
+    default=None,
+    help="Store features the model reads, comma-separated, one input channel each (lcnn, "
+    "vgg10), e.g. mgd or mgd,logmel [default: the model's].",
+)
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 3e-4].")
 @click.option(
     "--weight-decay", type=float, default=None, help="AdamW weight decay [default: 0.01]."

@@ -112,6 +112,30 @@ class FitConfig:
         TensorBoard events in ``<out>/tb``: True requires the ``tensorboard`` package
         (``pip install 'spoofstore[tensorboard]'``), False never writes them, None writes
         them when the package is installed.
+    crops_per_utt : int or None
+        Random crops of each training utterance per epoch (stratified over the utterance);
+        default the model's ``train_crops_per_utt`` (vgg10 32, others 1).
+    views : {"all", "clean", "aug"}, default "all"
+        Which views of a store with augmented views the crops read: every usable view,
+        the clean one only, or the augmented ones only (``aug`` needs a store with them).
+        Picked per crop and epoch from ``seed``; quarantined views are never read.
+    clean_prob : float or None
+        With ``views = "all"``: probability of the clean view (the rest uniform over the
+        usable augmented views); None: uniform over all usable views.
+    spec_mask : bool, default False
+        SpecAugment-style masking of training batches on the device, after normalisation:
+        ``time_masks`` time masks of up to ``time_mask_width`` frames and ``freq_masks``
+        frequency masks of up to ``freq_mask_width`` bins (each at most half the axis),
+        set to 0 (the bin mean), drawn from ``(seed, epoch, step)``.
+    time_masks, freq_masks : int, default 2, 2
+        Masks per crop along each axis (with ``spec_mask``).
+    time_mask_width, freq_mask_width : int, default 20, 16
+        Largest mask width in frames and in bins (with ``spec_mask``).
+    features : str or None
+        Store features the model reads, comma-separated (``"mgd"``, ``"mgd,logmel"``: one
+        input channel each), for models with a ``features`` parameter (lcnn, vgg10);
+        default the model's own (``trainer models``). Recorded in the run's model
+        parameters, so scoring rebuilds the same model.
     """
 
     store: str = ""
@@ -143,6 +167,15 @@ class FitConfig:
     cache_dir: str | None = None
     verify: bool = False
     tensorboard: bool | None = None
+    crops_per_utt: int | None = None
+    views: str = "all"
+    clean_prob: float | None = None
+    spec_mask: bool = False
+    time_masks: int = 2
+    time_mask_width: int = 20
+    freq_masks: int = 2
+    freq_mask_width: int = 16
+    features: str | None = None
 
     def validate(self) -> FitConfig:
         """Check every field's type and range; raises :class:`TrainingError` naming the field."""
@@ -152,7 +185,19 @@ class FitConfig:
             problem = field_problem(f.name, getattr(self, f.name))
             if problem:
                 raise TrainingError(f"{f.name} {problem}")
+        if self.clean_prob is not None and self.views != "all":
+            raise TrainingError(
+                f"clean_prob applies to views 'all' (clean and augmented views mixed), not to "
+                f"views {self.views!r}; drop --clean-prob or use --views all"
+            )
         return self
+
+    @property
+    def feature_list(self) -> tuple[str, ...] | None:
+        """``features`` as a tuple of names (None: the model's own)."""
+        if self.features is None:
+            return None
+        return tuple(f.strip() for f in self.features.split(","))
 
     def to_dict(self) -> dict[str, Any]:
         """The recorded fields (``config.json``'s ``"fit"``): all but ``cache_dir``, ``verify``."""
@@ -176,9 +221,27 @@ class FitConfig:
 
 
 _POSITIVE_INT = ("epochs", "batch_size")
-_OPTIONAL_POSITIVE_INT = ("crop_frames", "eval_batch_size", "patience", "threads")
-_NON_NEGATIVE_INT = ("seed", "workers")
-_BOOL = ("balance", "resume", "compile", "channels_last", "deterministic", "progress", "verify")
+_OPTIONAL_POSITIVE_INT = ("crop_frames", "eval_batch_size", "patience", "threads", "crops_per_utt")
+_NON_NEGATIVE_INT = (
+    "seed",
+    "workers",
+    "time_masks",
+    "time_mask_width",
+    "freq_masks",
+    "freq_mask_width",
+)
+_BOOL = (
+    "balance",
+    "resume",
+    "compile",
+    "channels_last",
+    "deterministic",
+    "progress",
+    "verify",
+    "spec_mask",
+)
+VIEW_MODES = ("all", "clean", "aug")
+"""Values of ``FitConfig.views`` (``trainer.data.view_plan``)."""
 _OPTIONAL_STR = ("out", "cache_dir")
 
 
@@ -248,6 +311,18 @@ def field_problem(name: str, value: Any) -> str | None:
     elif name == "model_kwargs":
         if not isinstance(value, Mapping):
             return f"must be a table of model parameters, got {value!r}"
+    elif name == "views":
+        if value not in VIEW_MODES:
+            return f"must be all, clean or aug, got {value!r}"
+    elif name == "clean_prob" and value is not None:
+        if not _is_number(value) or not 0 <= value <= 1:
+            return f"must be a probability in [0, 1], got {value!r}"
+    elif name == "features" and value is not None:
+        names = value.split(",") if isinstance(value, str) else []
+        if not names or not all(n.strip() for n in names):
+            return f"must be feature names separated by commas (mgd,logmel), got {value!r}"
+        if len({n.strip() for n in names}) != len(names):
+            return f"names a feature twice: {value!r}"
     return None
 
 

@@ -7,10 +7,14 @@ than the crop is wrapped (repeated from its first frame) to the crop length, as 
 reference does. Multi-stream models get the *same* frame range of every feature (the store's
 features share framing; :func:`shared_frames` checks it), each cut to the model's ``n_bins``.
 
-Everything about an epoch is decided up front from ``(seed, epoch)`` by :func:`crop_plan`;
-batches are then addressed by ``(epoch, batch)`` keys, so the crops do not depend on the number
-of DataLoader workers, on the order workers finish, or on the number of DDP ranks' shards
-(:class:`CropBatchSampler` gives each rank a disjoint shard of the same plan).
+Everything about an epoch is decided up front from ``(seed, epoch)`` by :func:`crop_plan`
+(which utterances, ``crops_per_utt`` crops of each, from which frame) and :func:`view_plan`
+(which view of a store with augmented views: the clean view 0 or an augmented copy, never a
+quarantined one; augmented views share the clean view's frame index, so a crop is cut at the
+same frames whichever view it reads); batches are then addressed by ``(epoch, batch)`` keys,
+so the crops do not depend on the number of DataLoader workers, on the order workers finish,
+or on the number of DDP ranks' shards (:class:`CropBatchSampler` gives each rank a disjoint
+shard of the same plan).
 
 Datasets return whole batches (one preallocated array per feature filled crop by crop), and
 the DataLoader is built with ``batch_size=None`` (:func:`make_loader`), which avoids per-item
@@ -50,6 +54,7 @@ from torch import nn
 
 from featstore import open_store
 from featstore.errors import StoreError
+from trainer.config import VIEW_MODES
 from trainer.errors import TrainingError
 from trainer.torch_shared_memory import empty_shared
 
@@ -58,13 +63,16 @@ __all__ = [
     "CropBatches",
     "EvalBatches",
     "FeatureNormalizer",
+    "SpecMasker",
     "StoreView",
     "crop_plan",
     "make_loader",
     "normalization_stats",
     "shard_batches",
     "shared_frames",
+    "store_view_mask",
     "verify_or_refuse",
+    "view_plan",
 ]
 
 
@@ -79,6 +87,7 @@ def crop_plan(
     seed: int,
     epoch: int,
     balance: bool = False,
+    crops_per_utt: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training examples of one epoch: which utterance, from which frame.
 
@@ -98,6 +107,12 @@ def crop_plan(
         (one per usable utterance), split equally between the classes present; each class
         cycles through reshuffled permutations of its utterances (the minority class is
         repeated, the majority class subsampled), then everything is shuffled.
+    crops_per_utt : int, default 1
+        Examples per usable utterance (with ``balance``: the epoch has ``crops_per_utt``
+        times as many examples). With more than one, the starts of an utterance's crops are
+        stratified: its ``c`` crops in the epoch start one in each ``1/c`` of its possible
+        starts (a uniform draw inside each stratum), so they cover the utterance rather than
+        pile up. With 1 the plan is exactly the one-crop plan of earlier versions.
 
     Returns
     -------
@@ -114,15 +129,17 @@ def crop_plan(
     """
     if crop_frames < 1:
         raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
+    if crops_per_utt < 1:
+        raise ValueError(f"crops_per_utt must be >= 1, got {crops_per_utt}")
     n_frames = np.asarray(n_frames, dtype=np.int64)
     labels = np.asarray(labels)
     usable = np.flatnonzero((n_frames > 0) & (labels >= 0))
     rng = np.random.default_rng([int(seed), int(epoch)])
     if not balance:
-        utts = rng.permutation(usable)
+        utts = rng.permutation(np.repeat(usable, crops_per_utt))
     else:
         classes = [usable[labels[usable] == c] for c in np.unique(labels[usable])]
-        n = usable.size
+        n = usable.size * crops_per_utt
         per_class = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
         parts = []
         for members, count in zip(classes, per_class, strict=True):
@@ -130,8 +147,97 @@ def crop_plan(
             parts.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:count])
         utts = rng.permutation(np.concatenate(parts)) if parts else usable
     room = np.maximum(n_frames[utts] - crop_frames, 0)
-    starts = rng.integers(0, room + 1) if utts.size else np.zeros(0, np.int64)
+    if crops_per_utt == 1:
+        starts = rng.integers(0, room + 1) if utts.size else np.zeros(0, np.int64)
+    else:
+        starts = _stratified_starts(utts, room, rng)
     return utts.astype(np.int64), np.asarray(starts, dtype=np.int64)
+
+
+def _stratified_starts(utts: np.ndarray, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One start per example; the ``k``-th of an utterance's ``c`` examples (in plan order)
+    starts uniformly inside the ``k``-th of ``c`` equal strata of ``[0, room]``."""
+    order = np.argsort(utts, kind="stable")
+    sorted_utts = utts[order]
+    first = np.flatnonzero(np.r_[True, sorted_utts[1:] != sorted_utts[:-1]])
+    counts = np.diff(np.r_[first, utts.size])
+    rank = np.empty(utts.size, np.int64)
+    rank[order] = np.arange(utts.size) - np.repeat(first, counts)
+    count = np.empty(utts.size, np.int64)
+    count[order] = np.repeat(counts, counts)
+    u = rng.random(utts.size)
+    starts = np.floor((rank + u) * (room + 1) / count).astype(np.int64)
+    return np.minimum(starts, room)
+
+
+def view_plan(
+    utts: np.ndarray,
+    view_mask: np.ndarray,
+    *,
+    views: str = "all",
+    clean_prob: float | None = None,
+    seed: int,
+    epoch: int,
+) -> np.ndarray:
+    """The view each example of an epoch plan reads (0 = clean, 1..K = augmented copies).
+
+    Parameters
+    ----------
+    utts : np.ndarray
+        Utterance row of each example (:func:`crop_plan`).
+    view_mask : np.ndarray
+        bool ``(n_utterances, n_views)``: False where a view of an utterance is quarantined
+        (never picked). Column 0 (clean) is always usable.
+    views : {"all", "clean", "aug"}, default "all"
+        ``clean``: view 0 only. ``aug``: a uniform pick among the utterance's usable
+        augmented views (view 0 only for an utterance none of whose augmented views is
+        usable). ``all``: see ``clean_prob``.
+    clean_prob : float, optional
+        With ``views="all"``: the probability of the clean view; otherwise a uniform usable
+        augmented view (view 0 where there is none). None: a uniform pick among all usable
+        views, clean included.
+    seed, epoch : int
+        The plan is a pure function of these and ``utts`` (its own generator,
+        ``np.random.default_rng([seed, epoch, 1])``, so the crops of :func:`crop_plan` do
+        not depend on the views).
+
+    Returns
+    -------
+    np.ndarray
+        int64 view of each example.
+
+    Examples
+    --------
+    >>> mask = np.array([[True, True, False], [True, False, False]])
+    >>> v = view_plan(np.array([0, 1] * 50), mask, views="aug", seed=0, epoch=0)
+    >>> sorted(set(v[::2].tolist())), sorted(set(v[1::2].tolist()))
+    ([1], [0])
+    """
+    if views not in VIEW_MODES:
+        raise ValueError(f"views must be one of {', '.join(VIEW_MODES)}, got {views!r}")
+    utts = np.asarray(utts, dtype=np.int64)
+    mask = np.asarray(view_mask, dtype=bool)[utts]
+    rng = np.random.default_rng([int(seed), int(epoch), 1])
+    pick_clean = rng.random(utts.size)
+    pick_view = rng.random(utts.size)
+    if views == "clean" or mask.shape[1] == 1:
+        return np.zeros(utts.size, np.int64)
+    candidates = mask.copy()
+    candidates[:, 0] = views == "all" and clean_prob is None
+    chosen = _nth_true(candidates, pick_view)
+    if views == "all" and clean_prob is not None:
+        chosen[pick_clean < clean_prob] = 0
+    return chosen
+
+
+def _nth_true(candidates: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Column of a uniform pick (``u`` in [0, 1)) among each row's True entries (0: none)."""
+    count = candidates.sum(axis=1)
+    k = np.floor(u * count).astype(np.int64)
+    cum = np.cumsum(candidates, axis=1)
+    chosen = np.argmax(cum > k[:, None], axis=1).astype(np.int64)
+    chosen[count == 0] = 0
+    return chosen
 
 
 def shard_batches(n_examples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list:
@@ -340,13 +446,58 @@ class StoreView:
             self._arrays = {}
         return self._store
 
-    def array(self, split: str, feature: str) -> Any:
-        """The concatenated ``FrameArray`` of ``(split, feature)``, cached per process."""
+    def array(self, split: str, feature: str, view: int = 0) -> Any:
+        """The concatenated ``FrameArray`` of ``(split, feature, view)``, cached per process.
+
+        View 0 (clean) is read as ``store.array(split, feature)``, so stores without
+        augmented views serve it too.
+        """
         store = self.store
-        key = (split, feature)
+        key = (split, feature, int(view))
         if key not in self._arrays:
-            self._arrays[key] = store.array(split, feature)
+            if view == 0:
+                self._arrays[key] = store.array(split, feature)
+            else:
+                self._arrays[key] = store.array(split, feature, view=int(view))
         return self._arrays[key]
+
+
+def store_view_mask(store: Any, split: str, n_utterances: int) -> np.ndarray:
+    """Which views of each utterance of ``split`` training may read.
+
+    Parameters
+    ----------
+    store : Store
+        An open store. A store without ``n_views`` (an older reader) has one view.
+    split : str
+        Split name.
+    n_utterances : int
+        Utterances of the split (the expected number of rows).
+
+    Returns
+    -------
+    np.ndarray
+        bool ``(n_utterances, n_views)`` (``store.view_mask(split)``; all True with one
+        view); column 0 (clean) is always True.
+
+    Raises
+    ------
+    StoreError
+        The store's view mask does not have one row per utterance and one column per view.
+    """
+    n_views_of = getattr(store, "n_views", None)
+    n_views = 1 if n_views_of is None else int(n_views_of(split))
+    if n_views <= 1:
+        return np.ones((n_utterances, 1), dtype=bool)
+    mask = np.array(store.view_mask(split), dtype=bool)
+    if mask.shape != (n_utterances, n_views):
+        raise StoreError(
+            store.path,
+            f"split {split!r}: view mask has shape {mask.shape}, expected "
+            f"({n_utterances}, {n_views}); run 'featstore verify {store.path}'",
+        )
+    mask[:, 0] = True
+    return mask
 
 
 def _read_crops(
@@ -357,17 +508,19 @@ def _read_crops(
     starts: np.ndarray,
     length: int,
     out: np.ndarray,
+    targets: np.ndarray | None = None,
 ) -> None:
     """Fill ``out[i]`` with frames ``starts[i]:starts[i]+length`` of utterance ``utts[i]``.
 
     A crop running past the end of its utterance wraps around to the utterance's first frame.
+    With ``targets``, crop ``i`` goes to ``out[targets[i]]`` instead.
     """
     for i in range(utts.size):
         u = utts[i]
         n = int(n_frames[u])
         row = int(offsets[u])
         start = int(starts[i])
-        dst = out[i]
+        dst = out[i if targets is None else int(targets[i])]
         if start + length <= n:
             array.read_into(row + start, row + start + length, dst)
             continue
@@ -394,18 +547,46 @@ def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _gather(
-    ds: CropBatches | EvalBatches, utts: np.ndarray, starts: np.ndarray, length: int
+    ds: CropBatches | EvalBatches,
+    utts: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    views: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One batch of ``ds``: every feature's frames ``starts[i]:starts[i]+length`` of ``utts``."""
+    """One batch of ``ds``: every feature's frames ``starts[i]:starts[i]+length`` of ``utts``
+    (of view ``views[i]``; default the clean view)."""
     batch: dict[str, torch.Tensor] = {}
     for feature, n_bins in ds.features.items():
         t = _batch_buffer((utts.size, length, ds.store_bins[feature]))
-        arr = ds.view.array(ds.split, feature)
-        _read_crops(arr, ds.offsets[feature], ds.n_frames, utts, starts, length, t.numpy())
+        _read_view_crops(ds, feature, utts, starts, views, length, t.numpy())
         batch[feature] = t if n_bins == t.shape[2] else t[..., :n_bins]
     batch["label"] = torch.from_numpy(ds.labels[utts])
     batch["index"] = torch.from_numpy(utts.copy())
+    if views is not None:
+        batch["view"] = torch.from_numpy(np.asarray(views, np.int64).copy())
     return batch
+
+
+def _read_view_crops(
+    ds: CropBatches | EvalBatches,
+    feature: str,
+    utts: np.ndarray,
+    starts: np.ndarray,
+    views: np.ndarray | None,
+    length: int,
+    out: np.ndarray,
+) -> None:
+    """:func:`_read_crops` of one feature, each crop out of its view's array (views share
+    the clean view's offsets and frame counts)."""
+    offsets, n_frames = ds.offsets[feature], ds.n_frames
+    if views is None or not np.any(views):
+        arr = ds.view.array(ds.split, feature)
+        _read_crops(arr, offsets, n_frames, utts, starts, length, out)
+        return
+    for v in np.unique(views):
+        rows = np.flatnonzero(views == v)
+        arr = ds.view.array(ds.split, feature, int(v))
+        _read_crops(arr, offsets, n_frames, utts[rows], starts[rows], length, out, rows)
 
 
 class CropBatches(torch.utils.data.Dataset):
@@ -429,12 +610,21 @@ class CropBatches(torch.utils.data.Dataset):
         Class-balanced plans (see :func:`crop_plan`).
     rank, world_size : int, default 0, 1
         This process's shard of each epoch (see :func:`shard_batches`).
+    crops_per_utt : int, default 1
+        Crops of each utterance per epoch (see :func:`crop_plan`).
+    views : {"all", "clean", "aug"}, default "all"
+        Which views of a store with augmented views the crops come from (see
+        :func:`view_plan`; quarantined views are never read). ``"aug"`` needs a store with
+        augmented views of ``split``.
+    clean_prob : float, optional
+        Probability of the clean view with ``views="all"`` (see :func:`view_plan`).
 
     Notes
     -----
     ``dataset[(epoch, b)]`` is a dict: one float32 tensor ``(B, crop_frames, n_bins)`` per
-    feature (raw, not normalised), ``"label"`` int64 ``(B,)`` and ``"index"`` int64 ``(B,)``
-    (utterance rows of the split). ``b`` counts this rank's batches.
+    feature (raw, not normalised), ``"label"`` int64 ``(B,)``, ``"index"`` int64 ``(B,)``
+    (utterance rows of the split) and ``"view"`` int64 ``(B,)`` (0: clean). ``b`` counts
+    this rank's batches.
 
     Examples
     --------
@@ -455,6 +645,9 @@ class CropBatches(torch.utils.data.Dataset):
         balance: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        crops_per_utt: int = 1,
+        views: str = "all",
+        clean_prob: float | None = None,
     ):
         self.view = StoreView(store)
         st = self.view.store
@@ -469,8 +662,20 @@ class CropBatches(torch.utils.data.Dataset):
                     f"{self.view.path}: the model takes {nb} bins of {f!r}, the store has "
                     f"{self.store_bins[f]}"
                 )
+        self.view_mask = store_view_mask(st, split, self.n_frames.size)
+        if views not in VIEW_MODES:
+            raise TrainingError(f"views must be one of {', '.join(VIEW_MODES)}, got {views!r}")
+        if views == "aug" and self.view_mask.shape[1] == 1:
+            raise TrainingError(
+                f"{self.view.path}: --views aug, but split {split!r} has no augmented views; "
+                "build the store with them (featstore build --augment ... --views K) or "
+                "train with --views clean"
+            )
+        self.views = views
+        self.clean_prob = None if clean_prob is None else float(clean_prob)
         self.crop_frames = int(crop_frames)
         self.batch_size = int(batch_size)
+        self.crops_per_utt = int(crops_per_utt)
         self.seed = int(seed)
         self.balance = bool(balance)
         self.rank = int(rank)
@@ -490,8 +695,8 @@ class CropBatches(torch.utils.data.Dataset):
         usable = (self.n_frames > 0) & (self.labels >= 0)
         return np.bincount(self.labels[usable], minlength=2)[:2]
 
-    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, list]:
-        """``(utts, starts, batch bounds)`` of ``epoch`` for this rank (cached)."""
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """``(utts, starts, views, batch bounds)`` of ``epoch`` for this rank (cached)."""
         if epoch not in self._plans:
             utts, starts = crop_plan(
                 self.n_frames,
@@ -500,25 +705,34 @@ class CropBatches(torch.utils.data.Dataset):
                 seed=self.seed,
                 epoch=epoch,
                 balance=self.balance,
+                crops_per_utt=self.crops_per_utt,
+            )
+            views = view_plan(
+                utts,
+                self.view_mask,
+                views=self.views,
+                clean_prob=self.clean_prob,
+                seed=self.seed,
+                epoch=epoch,
             )
             bounds = shard_batches(utts.size, self.batch_size, self.rank, self.world_size)
-            self._plans = {epoch: (utts, starts, bounds)}  # keep one epoch only
+            self._plans = {epoch: (utts, starts, views, bounds)}  # keep one epoch only
         return self._plans[epoch]
 
     def num_batches(self, epoch: int = 0) -> int:
         """Batches per epoch on this rank."""
-        return len(self.plan(epoch)[2])
+        return len(self.plan(epoch)[3])
 
     def __len__(self) -> int:
         return self.num_batches(0)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, b = int(key[0]), int(key[1])
-        utts, starts, bounds = self.plan(epoch)
+        utts, starts, views, bounds = self.plan(epoch)
         lo, hi = bounds[b]
         if self._slots is not None and torch.utils.data.get_worker_info() is not None:
-            return self._fill_slot(epoch, b, utts[lo:hi], starts[lo:hi])
-        return _gather(self, utts[lo:hi], starts[lo:hi], self.crop_frames)
+            return self._fill_slot(epoch, b, utts[lo:hi], starts[lo:hi], views[lo:hi])
+        return _gather(self, utts[lo:hi], starts[lo:hi], self.crop_frames, views[lo:hi])
 
     # shared batch slots (workers) ------------------------------------------------------------
     def share_slots(self, n_slots: int) -> None:
@@ -541,22 +755,23 @@ class CropBatches(torch.utils.data.Dataset):
         }
         self._slots["label"] = torch.zeros((n_slots, b), dtype=torch.int64).share_memory_()
         self._slots["index"] = torch.zeros((n_slots, b), dtype=torch.int64).share_memory_()
+        self._slots["view"] = torch.zeros((n_slots, b), dtype=torch.int64).share_memory_()
 
     def _slot_of(self, epoch: int, b: int) -> int:
         n_slots = next(iter(self._slots.values())).shape[0]
         return (epoch * self.num_batches(epoch) + b) % n_slots
 
-    def _fill_slot(self, epoch: int, b: int, utts: np.ndarray, starts: np.ndarray) -> tuple:
+    def _fill_slot(
+        self, epoch: int, b: int, utts: np.ndarray, starts: np.ndarray, views: np.ndarray
+    ) -> tuple:
         slot = self._slot_of(epoch, b)
         n = utts.size
         for feature in self.features:
             out = self._slots[feature][slot, :n].numpy()
-            arr = self.view.array(self.split, feature)
-            _read_crops(
-                arr, self.offsets[feature], self.n_frames, utts, starts, self.crop_frames, out
-            )
+            _read_view_crops(self, feature, utts, starts, views, self.crop_frames, out)
         self._slots["label"][slot, :n] = torch.from_numpy(self.labels[utts])
         self._slots["index"][slot, :n] = torch.from_numpy(utts)
+        self._slots["view"][slot, :n] = torch.from_numpy(np.asarray(views, np.int64))
         return ("slot", slot, n)
 
     def from_slot(self, item: tuple) -> dict[str, torch.Tensor]:
@@ -568,6 +783,7 @@ class CropBatches(torch.utils.data.Dataset):
             batch[feature] = t if n_bins == t.shape[2] else t[..., :n_bins]
         batch["label"] = self._slots["label"][slot, :n]
         batch["index"] = self._slots["index"][slot, :n]
+        batch["view"] = self._slots["view"][slot, :n]
         return batch
 
 
@@ -827,3 +1043,92 @@ def normalization_stats(
             np.array(np.asarray(std)[:n_bins], np.float32),
         )
     return stats
+
+
+# --- feature masking --------------------------------------------------------------------------
+
+
+class SpecMasker:
+    """SpecAugment-style time and frequency masks for training batches, on their device.
+
+    Parameters
+    ----------
+    seed : int
+        Run seed; the masks of a batch are a pure function of ``(seed, epoch, step, rank)``
+        (a resumed run masks exactly as an uninterrupted one).
+    time_masks, freq_masks : int
+        Masks per crop along time and along the bins.
+    time_mask_width, freq_mask_width : int
+        Largest width in frames / bins. A mask's width is uniform in
+        ``[0, min(width, axis // 2)]`` and its start uniform where it fits.
+    rank : int, default 0
+        DDP rank (each rank masks its own shard differently).
+
+    Notes
+    -----
+    Masked values are set to 0, the per-bin mean of normalised features: apply it after
+    :class:`FeatureNormalizer`. Every feature of a batch gets the same time masks (the
+    features of a crop are the same frames) and its own frequency masks. The random draws
+    are made on the CPU (a few numbers per crop), the masks are built on the batch's device.
+
+    Examples
+    --------
+    >>> masker = SpecMasker(0, time_masks=1, freq_masks=0, time_mask_width=4, freq_mask_width=0)
+    >>> x = masker({"f": torch.ones(2, 10, 3)}, epoch=0, step=0)["f"]
+    >>> bool((x == 0).any()), bool((x[:, :, 0] == x[:, :, 1]).all())
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        time_masks: int,
+        freq_masks: int,
+        time_mask_width: int,
+        freq_mask_width: int,
+        rank: int = 0,
+    ):
+        self.seed, self.rank = int(seed), int(rank)
+        self.time = (int(time_masks), int(time_mask_width))
+        self.freq = (int(freq_masks), int(freq_mask_width))
+
+    def generator(self, epoch: int, step: int) -> torch.Generator:
+        """The CPU generator of the masks of ``(epoch, step)``."""
+        words = [self.seed, int(epoch), int(step), self.rank, 2]
+        state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def __call__(
+        self, batch: Mapping[str, torch.Tensor], *, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        """Masked copies of the ``(B, frames, bins)`` features in ``batch``."""
+        gen = self.generator(epoch, step)
+        out = dict(batch)
+        time_mask = None
+        for name, x in batch.items():
+            if x.ndim != 3:
+                continue
+            b, n_frames, n_bins = x.shape
+            if time_mask is None:
+                time_mask = _axis_mask(b, n_frames, *self.time, gen, x.device)
+            masked = (
+                time_mask[:, :, None] | _axis_mask(b, n_bins, *self.freq, gen, x.device)[:, None, :]
+            )
+            out[name] = x.masked_fill(masked, 0.0)
+        return out
+
+
+def _axis_mask(
+    batch: int, size: int, count: int, width: int, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """bool ``(batch, size)``: ``count`` random spans of up to ``min(width, size // 2)``."""
+    width = min(width, size // 2)
+    if count == 0 or width == 0:
+        return torch.zeros((batch, size), dtype=torch.bool, device=device)
+    widths = torch.randint(0, width + 1, (batch, count), generator=gen)
+    starts = (torch.rand((batch, count), generator=gen) * (size - widths + 1)).long()
+    starts, widths = starts.to(device), widths.to(device)
+    pos = torch.arange(size, device=device)[None, None, :]
+    inside = (pos >= starts[..., None]) & (pos < (starts + widths)[..., None])
+    return inside.any(dim=1)

@@ -53,6 +53,7 @@ from trainer.data import (
     CropBatchSampler,
     EvalBatches,
     FeatureNormalizer,
+    SpecMasker,
     make_loader,
     normalization_stats,
     verify_or_refuse,
@@ -359,6 +360,7 @@ class _Setup:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    masker: SpecMasker | None = None
 
     @property
     def features(self) -> dict[str, int]:
@@ -380,7 +382,11 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
             "same store"
         )
     net, model = _build_model(cfg, store)
-    cfg = replace(cfg, crop_frames=int(cfg.crop_frames or model.train_frames))
+    cfg = replace(
+        cfg,
+        crop_frames=int(cfg.crop_frames or model.train_frames),
+        crops_per_utt=int(cfg.crops_per_utt or getattr(net, "train_crops_per_utt", 1)),
+    )
     if cfg.crop_frames < net.min_frames:
         raise TrainingError(
             f"crop_frames {cfg.crop_frames} is shorter than model {cfg.model!r}'s minimum of "
@@ -397,6 +403,9 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
         balance=cfg.balance,
         rank=dist.rank,
         world_size=dist.world_size,
+        crops_per_utt=cfg.crops_per_utt,
+        views=cfg.views,
+        clean_prob=cfg.clean_prob,
     )
     _check_train_split(cfg, store, train_set, dist)
     dev_set = _dev_set(cfg, store, model, dist)
@@ -445,6 +454,21 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        masker=_masker(cfg, dist),
+    )
+
+
+def _masker(cfg: FitConfig, dist: _Dist) -> SpecMasker | None:
+    """The training batches' feature masking (``spec_mask``), or None."""
+    if not cfg.spec_mask:
+        return None
+    return SpecMasker(
+        cfg.seed,
+        time_masks=cfg.time_masks,
+        freq_masks=cfg.freq_masks,
+        time_mask_width=cfg.time_mask_width,
+        freq_mask_width=cfg.freq_mask_width,
+        rank=dist.rank,
     )
 
 
@@ -498,17 +522,18 @@ def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
     """
     if cfg.model not in models.MODELS:
         raise TrainingError(f"unknown model {cfg.model!r}; available: {', '.join(models.MODELS)}")
-    missing = [f for f in models.MODELS[cfg.model].features if f not in store.features]
+    kwargs = dict(cfg.model_kwargs)
+    features = _model_features(cfg, kwargs)
+    missing = [f for f in features if f not in store.features]
     if missing:
         raise TrainingError(
             f"{store.path}: model {cfg.model!r} reads feature(s) {', '.join(missing)}, the store "
             f"has {', '.join(store.features)}; build a store with them (featstore build "
             "--features ...)"
         )
-    store_bins = {f: int(store.features[f]["n_bins"]) for f in models.MODELS[cfg.model].features}
-    kwargs = dict(cfg.model_kwargs)
+    store_bins = {f: int(store.features[f]["n_bins"]) for f in features}
     _seed_everything(cfg.seed)
-    net = models.build_model(cfg.model, **kwargs)
+    net = _build_with_features(cfg.model, kwargs)
     wanted = {f: store_bins[f] - int(net.unused_bins.get(f, 0)) for f in net.features}
     if "n_bins" not in kwargs and any(net.n_bins[f] != wanted[f] for f in net.features):
         kwargs["n_bins"] = _single_bin_count(cfg.model, net, store_bins, wanted)
@@ -534,6 +559,40 @@ def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
         parameters=int(sum(p.numel() for p in net.parameters())),
     )
     return net, record
+
+
+def _model_features(cfg: FitConfig, kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The features the model reads: ``cfg.features`` (put into ``kwargs``, so the run
+    record rebuilds the same model) or the model's own."""
+    default = tuple(models.MODELS[cfg.model].features)
+    chosen = cfg.feature_list
+    if chosen is None:
+        given = kwargs.get("features")
+        return default if given is None else tuple(given)
+    if "features" in kwargs and tuple(kwargs["features"]) != chosen:
+        raise TrainingError(
+            f"features {','.join(chosen)} and model_kwargs features "
+            f"{','.join(kwargs['features'])} disagree; give the features once"
+        )
+    if chosen != default:
+        kwargs["features"] = list(chosen)
+    return chosen
+
+
+def _build_with_features(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """``build_model``; a model without a ``features`` parameter asked for other features is
+    a :class:`TrainingError` saying which models take them."""
+    try:
+        return models.build_model(name, **kwargs)
+    except models.ModelConfigError as exc:
+        if "features" in kwargs and "no parameter(s) features" in str(exc):
+            default = ",".join(models.MODELS[name].features)
+            raise TrainingError(
+                f"model {name!r} reads fixed features ({default}), it cannot take --features "
+                f"{','.join(kwargs['features'])}; models with a features parameter (lcnn, "
+                "vgg10) take them, and grcnn has the variants grcnn-mgd and grcnn-logmel"
+            ) from None
+        raise
 
 
 def _bins_text(bins: Mapping[str, int]) -> str:
@@ -747,6 +806,11 @@ def _session_line(plan: _RunPlan, cfg: FitConfig, device: Any = None, precision:
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "crop_frames": cfg.crop_frames,
+            "crops_per_utt": cfg.crops_per_utt or "model's",
+            "views": cfg.views
+            if cfg.clean_prob is None
+            else f"{cfg.views}(clean {cfg.clean_prob})",
+            "spec_mask": cfg.spec_mask,
             "device": device or cfg.device,
             "precision": precision or cfg.precision,
             "spoofstore": __version__,
@@ -849,6 +913,8 @@ def _train_epoch(
     loss_sum, n_seen = 0.0, 0
     for batch in batches:
         x = setup.normalizer({f: batch[f].to(setup.device, non_blocking=True) for f in features})
+        if setup.masker is not None:  # training batches only, after normalisation
+            x = setup.masker(x, epoch=epoch, step=progress.step)
         y = batch["label"].to(setup.device, non_blocking=True)
         with autocast(setup.device, setup.precision):
             logits = train_net(**{f: x[f] for f in features})

@@ -32,11 +32,18 @@ linear. Differences from the baseline, by choice:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from trainer.models.maxout import Maxout
-from trainer.models.registry import CountermeasureModel, ModelConfigError
+from trainer.models.registry import (
+    CountermeasureModel,
+    ModelConfigError,
+    feature_channels,
+    mgd_nyquist,
+)
 
 MIN_FRAMES = 16
 """Four 2x2 poolings need at least 16 frames."""
@@ -61,6 +68,9 @@ class LCNN(CountermeasureModel):
         Dropout after the convolutional part.
     train_frames : int, default 400
         Default training crop (frames).
+    features : sequence of str, default ("lfcc",)
+        Store features read, one input channel each, all with ``n_bins`` bins (``("mgd",)``,
+        ``("mgd", "logmel")``); MGD's Nyquist bin is left out (257 store bins -> 256).
 
     Examples
     --------
@@ -69,22 +79,29 @@ class LCNN(CountermeasureModel):
     torch.Size([2, 2])
     """
 
-    def __init__(self, n_bins: int = 60, dropout: float = 0.7, train_frames: int = 400):
+    def __init__(
+        self,
+        n_bins: int = 60,
+        dropout: float = 0.7,
+        train_frames: int = 400,
+        features: Sequence[str] = ("lfcc",),
+    ):
         super().__init__()
         if n_bins < 16 or not 0 <= dropout < 1 or train_frames < MIN_FRAMES:
             raise ModelConfigError(
                 f"LCNN: need n_bins >= 16, 0 <= dropout < 1, train_frames >= {MIN_FRAMES}; "
                 f"got {n_bins}, {dropout}, {train_frames}"
             )
-        self.features = ("lfcc",)
-        self.n_bins = {"lfcc": n_bins}
+        self.features = feature_channels("LCNN", features)
+        self.n_bins = dict.fromkeys(self.features, n_bins)
+        self.unused_bins = mgd_nyquist(self.features)
         self.train_frames = train_frames
         self.eval_window = None
         self.eval_hop = None
         self.min_frames = MIN_FRAMES
         pool = nn.MaxPool2d(2)
         self.cnn = nn.Sequential(
-            *_mfm_conv(1, 64, 5), pool,
+            *_mfm_conv(len(self.features), 64, 5), pool,
             *_mfm_conv(32, 64, 1), _bn(32), *_mfm_conv(32, 96, 3), pool, _bn(48),
             *_mfm_conv(48, 96, 1), _bn(48), *_mfm_conv(48, 128, 3), pool,
             *_mfm_conv(64, 128, 1), _bn(64), *_mfm_conv(64, 64, 3), _bn(32),
@@ -106,8 +123,8 @@ class LCNN(CountermeasureModel):
         The BLSTM output plus its input (the residual sum), averaged over time: the
         penultimate layer, so ``forward(**x) == classifier(embed(**x))``.
         """
-        (x,) = self.inputs(features)
-        h = self.cnn(x.unsqueeze(1))  # (B, 32, frames // 16, n_bins // 16)
+        x = torch.stack(self.inputs(features), dim=1)  # (B, channels, frames, n_bins)
+        h = self.cnn(x)  # (B, 32, frames // 16, n_bins // 16)
         h = h.permute(0, 2, 1, 3).flatten(2)  # (B, frames // 16, 32 * (n_bins // 16))
         out, _ = self.blstm(h)
         return (out + h).mean(dim=1)

@@ -68,6 +68,10 @@ class CountermeasureModel(nn.Module):
         Trailing store bins of a feature the model leaves out by design (GRCNN: MGD's
         Nyquist bin, 257 store bins -> 256); a store feature must have exactly
         ``n_bins + unused_bins`` bins. Default: none.
+    train_crops_per_utt : int
+        Default training crops of each utterance per epoch (``trainer fit
+        --crops-per-utt``); default 1. Models with short crops take more, so that an epoch
+        covers a large part of every utterance.
     """
 
     features: tuple[str, ...]
@@ -77,6 +81,7 @@ class CountermeasureModel(nn.Module):
     eval_hop: int | None
     min_frames: int
     unused_bins: Mapping[str, int] = MappingProxyType({})
+    train_crops_per_utt: int = 1
 
     def inputs(self, given: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Check the keyword inputs and return them in :attr:`features` order.
@@ -126,6 +131,48 @@ class CountermeasureModel(nn.Module):
             batch = x.shape[0]
             out.append(wrap_frames(x, self.min_frames))
         return out
+
+
+def feature_channels(model: str, features: Sequence[str]) -> tuple[str, ...]:
+    """Check the ``features`` parameter of a model that stacks features as input channels.
+
+    Parameters
+    ----------
+    model : str
+        Model class name (for messages).
+    features : sequence of str
+        Store feature names, one input channel each (they must have the same bins).
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    ModelConfigError
+        Not a non-empty sequence of distinct names.
+
+    Examples
+    --------
+    >>> feature_channels("LCNN", ["mgd", "logmel"])
+    ('mgd', 'logmel')
+    """
+    names = (features,) if isinstance(features, str) else tuple(features)
+    if (
+        not names
+        or not all(isinstance(f, str) and f for f in names)
+        or len(set(names)) < len(names)
+    ):
+        raise ModelConfigError(
+            f"{model}: features must be distinct feature names, got {features!r}"
+        )
+    return names
+
+
+def mgd_nyquist(features: Sequence[str]) -> dict[str, int]:
+    """``unused_bins`` of a model reading ``features``: MGD's Nyquist bin (257 -> 256 bins,
+    so that MGD stacks with 256-bin features and divides by powers of two)."""
+    return {"mgd": 1} if "mgd" in features else {}
 
 
 def wrap_frames(x: torch.Tensor, min_frames: int) -> torch.Tensor:

@@ -20,10 +20,17 @@ shorter than 17 frames are wrapped (repeated) to 17.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from trainer.models.registry import CountermeasureModel, ModelConfigError
+from trainer.models.registry import (
+    CountermeasureModel,
+    ModelConfigError,
+    feature_channels,
+    mgd_nyquist,
+)
 
 CONTEXT = 17
 """Frames per window (8 left + centre + 8 right)."""
@@ -51,6 +58,12 @@ def _block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
 class VGG10(CountermeasureModel):
     """VGG-style 10-convolution CNN on 17-frame filterbank windows (see the module docstring).
 
+    Trains on :attr:`train_crops_per_utt` = 32 windows of each utterance per epoch (``trainer
+    fit --crops-per-utt``): 32 windows of 17 frames, stratified over the utterance, cover
+    ~80 % of a 3.4 s utterance at a 5 ms hop. The original recipe trained on every window
+    of the training set; one window per utterance and epoch left most of the data unseen
+    and the training loss at 0.58 after 20 epochs.
+
     Parameters
     ----------
     n_bins : int, default 64
@@ -63,6 +76,9 @@ class VGG10(CountermeasureModel):
         Dropout before the output layer.
     eval_hop : int, default 8
         Hop of the evaluation windows (frames).
+    features : sequence of str, default ("fbank",)
+        Store features read, one input channel each, all with ``n_bins`` bins; MGD's
+        Nyquist bin is left out (257 store bins -> 256).
 
     Examples
     --------
@@ -71,6 +87,8 @@ class VGG10(CountermeasureModel):
     torch.Size([3, 2])
     """
 
+    train_crops_per_utt = 32
+
     def __init__(
         self,
         n_bins: int = 64,
@@ -78,6 +96,7 @@ class VGG10(CountermeasureModel):
         hidden: int = 1024,
         dropout: float = 0.5,
         eval_hop: int = 8,
+        features: Sequence[str] = ("fbank",),
     ):
         super().__init__()
         if n_bins % 8 or context < 8:
@@ -88,14 +107,15 @@ class VGG10(CountermeasureModel):
             raise ModelConfigError(
                 f"VGG10: need 0 <= dropout < 1 and eval_hop >= 1, got {dropout}, {eval_hop}"
             )
-        self.features = ("fbank",)
-        self.n_bins = {"fbank": n_bins}
+        self.features = feature_channels("VGG10", features)
+        self.n_bins = dict.fromkeys(self.features, n_bins)
+        self.unused_bins = mgd_nyquist(self.features)
         self.train_frames = context
         self.eval_window = context
         self.eval_hop = eval_hop
         self.min_frames = context
         blocks = []
-        c_in = 1
+        c_in = len(self.features)
         for i, c_out in enumerate(CHANNELS):
             blocks.append(_block(c_in, c_out, i in POOLED_BLOCKS))
             c_in = c_out
@@ -121,11 +141,11 @@ class VGG10(CountermeasureModel):
         linear, so ``forward(**x) == classifier[-1](embed(**x))`` is the mean of the windows'
         logits.
         """
-        (x,) = self.inputs(features)
-        batch = x.shape[0]
-        windows = x.unfold(1, self.eval_window, self.eval_hop)  # (B, n_win, bins, context)
-        n_win = windows.shape[1]
-        images = windows.reshape(batch * n_win, 1, *windows.shape[2:])
+        x = torch.stack(self.inputs(features), dim=1)  # (B, channels, T, bins)
+        batch, channels = x.shape[:2]
+        windows = x.unfold(2, self.eval_window, self.eval_hop)  # (B, C, n_win, bins, context)
+        n_win = windows.shape[2]
+        images = windows.transpose(1, 2).reshape(batch * n_win, channels, *windows.shape[3:])
         hidden = self.classifier[:-1](self.blocks(images))
         return hidden.view(batch, n_win, -1).mean(dim=1)
 
