@@ -314,6 +314,21 @@ def models_cmd() -> None:
     show_default=True,
     help="Autocast precision of the forward passes.",
 )
+@click.option(
+    "--eval-mode",
+    type=click.Choice(["full", "fixed"]),
+    default="full",
+    show_default=True,
+    help="full: whole utterances; fixed: the first 4 s, tiled when shorter (AASIST/RawNet).",
+)
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=4000,
+    show_default=True,
+    help="Longest segment scored in one pass: longer utterances get the mean score of "
+    "MAX_FRAMES-frame windows (listed in the sidecar). Bounds memory.",
+)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
 @click.option(
     "--force",
@@ -694,6 +709,97 @@ def embed_cmd(quiet: bool, **options) -> None:
         f"wrote {path} ({len(emb)} embeddings of {emb.dim} dims of split {emb.meta['split']!r}: "
         f"{emb.n_bonafide} bona fide, {emb.n_spoof} spoof, model {emb.meta['model']})"
     )
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+
+@cli.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--run",
+    default=None,
+    help="Run directory [default: the one under ./runs whose checkpoint was written last].",
+)
+@click.option(
+    "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
+)
+@click.option(
+    "--store",
+    default=None,
+    help="Store with the run's fingerprint to read the feature parameters from [default: the "
+    "run's training store].",
+)
+@click.option("--out", default=None, help="Write the results here instead of stdout.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["tsv", "jsonl"]),
+    default="tsv",
+    show_default=True,
+    help="tsv: file<TAB>score<TAB>label; jsonl: one JSON object per file.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Label bonafide at or above this score [default: the ASVspoof 5 Bayes threshold "
+    "-ln 1.9 = -0.642, for calibrated LLRs].",
+)
+@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision of the forward passes.",
+)
+@click.option(
+    "--eval-mode",
+    type=click.Choice(["full", "fixed"]),
+    default="full",
+    show_default=True,
+    help="full: whole files; fixed: the first 4 s, tiled when shorter.",
+)
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=4000,
+    show_default=True,
+    help="Longest segment scored in one pass; longer files get the mean over windows.",
+)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def predict_cmd(
+    paths: tuple[str, ...], out: str | None, format_: str, quiet: bool, **options
+) -> int:
+    """Score audio files (and directories of .flac/.wav) with a trained run; no store build.
+
+    Features are computed from each file exactly as 'featstore build' would, with the run's
+    store parameters, and scored as 'trainer score' scores them. Prints
+    file<TAB>score<TAB>label. Files that cannot be scored get one 'error:' line each on
+    stderr and exit code 1, after the others are scored.
+    """
+    from trainer.predict import format_predictions, predict, write_predictions
+
+    def report(message: str) -> None:
+        click.echo(f"error: {message}", err=True)
+
+    result = predict(list(paths), progress=not quiet, on_failure=report, **options)
+    if out is None:
+        click.echo(format_predictions(result, format_), nl=False)
+    else:
+        write_predictions(result, out, format_)
+        if not quiet:
+            click.echo(f"wrote {out} ({len(result.predictions)} files)", err=True)
+    if result.failures:
+        click.echo(
+            f"{len(result.failures)} of {len(result.failures) + len(result.predictions)} "
+            "input(s) could not be scored",
+            err=True,
+        )
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

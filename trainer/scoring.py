@@ -16,12 +16,18 @@ record), :func:`_open_matching_store` (the store, checked against the run's fing
 device, normaliser), :func:`_infer` and :func:`_write_with_provenance`.
 
 Inference is the training loop's own dev scoring, :func:`trainer.inference.evaluate`, on the
-deterministic :class:`trainer.data.EvalBatches` of the split: models with ``eval_window =
-None`` score whole utterances, models trained on crops score fixed windows of
-``model.eval_window`` frames every ``model.eval_hop`` frames and an utterance's score is the
-mean of its windows' log-odds (the model decides). Features are normalised exactly as in
-training: with the statistics saved in the checkpoint, or, for a checkpoint without them, the
-per-bin mean/std of the *training* store's train split
+exact batches of :mod:`trainer.score_batches`: models with ``eval_window = None`` score whole
+utterances, models trained on crops score fixed windows of ``model.eval_window`` frames every
+``model.eval_hop`` frames and an utterance's score is the mean of its windows' log-odds (the
+model decides). A batch holds segments of one input length after the model's own trimming
+(the GRCNN ignores the frames after its last whole 32-frame window, so utterances with the
+same number of windows batch together), so scores equal one-at-a-time scores up to float
+rounding. ``eval_mode="fixed"`` scores the first 4 s of each utterance, tiled when shorter;
+utterances longer than ``max_frames`` frames are scored as the mean over ``max_frames``
+windows (bounded memory; the sidecar's ``"windowed"`` names them).
+
+Features are normalised exactly as in training: with the statistics saved in the checkpoint,
+or, for a checkpoint without them, the per-bin mean/std of the *training* store's train split
 (:func:`trainer.data.normalization_stats`, the one builder of both).
 
 A score is ``logits[:, 1] - logits[:, 0]``: a natural-log likelihood ratio, bona fide against
@@ -47,6 +53,7 @@ and its sidecar atomically (:mod:`featstore.atomic_files`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -68,14 +75,23 @@ from tqdm import tqdm
 from featstore import open_store
 from featstore._version import __version__
 from featstore.atomic_files import write_bytes_atomic
-from featstore.errors import StoreError
+from featstore.errors import ResourceError, SpoofstoreError, StoreError
 from trainer import inference
 from trainer.checkpoint import Checkpoint, read_checkpoint
-from trainer.data import EvalBatches, FeatureNormalizer, normalization_stats, verify_or_refuse
+from trainer.data import FeatureNormalizer, normalization_stats, verify_or_refuse
 from trainer.errors import ScoreFileError, TrainingError
 from trainer.gmm_baseline import score_run as score_gmm_run
 from trainer.models.registry import is_gmm_model
 from trainer.runs import RunRecord, latest_run, read_run_record, resolve_checkpoint
+from trainer.score_batches import (
+    DEFAULT_MAX_FRAMES,
+    EVAL_MODES,
+    MemoryFrames,
+    ScoreBatches,
+    StoreFrames,
+    fixed_frames,
+    score_batches,
+)
 from trainer.scorefiles import SCORE_FORMATS, write_score_file
 
 __all__ = ["SCORE_FORMATS", "score", "write_score_file"]
@@ -95,6 +111,8 @@ def score(
     device: str = "auto",
     *,
     precision: str = "fp32",
+    eval_mode: str = "full",
+    max_frames: int = DEFAULT_MAX_FRAMES,
     workers: int = 0,
     force: bool = False,
     progress: bool = True,
@@ -123,13 +141,23 @@ def score(
         Layout (see the module docstring); default ``asvspoof2019``, or ``asvspoof2021``
         when the split has utterances without a key.
     batch_size : int, optional
-        Segments per forward pass; default the run's ``eval_batch_size`` (or ``batch_size``).
-        Does not change the scores (beyond float rounding).
+        Segments per forward pass (at most); default the run's ``eval_batch_size`` (or
+        ``batch_size``). Segments of the same input length after the model's own trimming
+        share a batch (see :mod:`trainer.score_batches`); the batch size does not change the
+        scores (beyond float rounding).
     device : str, default "auto"
         ``auto`` = the run's device type when available here, else the CPU; or ``cpu``,
         ``cuda``, ``cuda:N``.
     precision : {"fp32", "bf16", "fp16"}, default "fp32"
         Autocast precision of the forward passes.
+    eval_mode : {"full", "fixed"}, default "full"
+        Score whole utterances, or their first 4 s, tiled when shorter (the AASIST / RawNet2
+        convention).
+    max_frames : int, default 4000
+        Longest segment a whole-utterance model scores in one pass: a longer utterance is
+        scored as the mean of the scores of ``max_frames``-frame windows (a different
+        operating mode; the sidecar's ``"windowed"`` lists the utterances it applied to).
+        Bounds memory for any utterance length.
     workers : int, default 0
         DataLoader worker processes.
     force : bool, default False
@@ -168,6 +196,7 @@ def score(
     PosixPath('runs/grcnn-20261122-013000/scores_eval.txt')
     """
     _check_settings(format, precision, batch_size, workers)
+    _check_plan_settings(eval_mode, max_frames)
 
     def log(message: str) -> None:
         if progress:
@@ -194,9 +223,11 @@ def score(
     out_path = Path(out) if out is not None else _default_score_path(trained, st, split)
     if not force:
         _refuse_foreign_overwrite(out_path, trained, st, split)
-    model = _load_model(trained, st, split, device, batch_size, cache_dir)
-    result = _infer(model, st, target, precision, workers, progress)
-    _write_with_provenance(out_path, trained, st, target, model, result, precision)
+    model = _load_model(trained, st, device, batch_size, cache_dir)
+    frames = StoreFrames(st, split, list(model.net.features))
+    plan = _plan(model, frames, st.features, eval_mode, max_frames, target.utt_ids)
+    result = _infer(model, plan, st, target, precision, workers, progress)
+    _write_with_provenance(out_path, trained, st, target, model, plan, result, precision)
     n, seconds = len(target.utt_ids), result.seconds
     log(
         f"scored {n} utterances of {split!r} in {seconds:.1f} s "
@@ -216,6 +247,13 @@ def _check_settings(
         raise TrainingError(f"batch_size must be a positive integer, got {batch_size!r}")
     if workers < 0:
         raise TrainingError(f"workers must be >= 0, got {workers}")
+
+
+def _check_plan_settings(eval_mode: str, max_frames: int) -> None:
+    if eval_mode not in EVAL_MODES:
+        raise TrainingError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise TrainingError(f"max_frames must be a positive integer, got {max_frames!r}")
 
 
 # --- phase 1: the run, its checkpoint and its record ------------------------------------------
@@ -377,7 +415,6 @@ class _LoadedModel:
     net: nn.Module
     normalizer: FeatureNormalizer
     norm_source: str
-    dataset: EvalBatches
     device: torch.device
     batch_size: int
 
@@ -385,12 +422,11 @@ class _LoadedModel:
 def _load_model(
     trained: _TrainedRun,
     st: Any,
-    split: str,
     device: str,
     batch_size: int | None,
     cache_dir: str | os.PathLike | None,
 ) -> _LoadedModel:
-    """The trained model and its normaliser on the scoring device, and the split's batches."""
+    """The trained model (eval mode) and its normaliser on the scoring device."""
     record = trained.record
     net = inference.build_trained_model(
         record.model, trained.checkpoint.weights, trained.checkpoint_path
@@ -401,10 +437,43 @@ def _load_model(
     normalizer, norm_source = _normalizer(trained, st, features, cache_dir)
     if batch_size is None:
         batch_size = int(record.fit.eval_batch_size or record.fit.batch_size)
-    dataset = EvalBatches(st, features, split, batch_size, net.eval_window, net.eval_hop)
-    net.to(dev)
+    net.to(dev).eval()
     normalizer.to(dev)
-    return _LoadedModel(net, normalizer, norm_source, dataset, dev, batch_size)
+    return _LoadedModel(net, normalizer, norm_source, dev, batch_size)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    dataset: ScoreBatches
+    eval_mode: str
+    max_frames: int
+    fixed_length: int | None
+    windowed: list[str]
+
+
+def _plan(
+    model: _LoadedModel,
+    frames: StoreFrames | MemoryFrames,
+    feature_records: dict[str, dict],
+    eval_mode: str,
+    max_frames: int,
+    names: list[str],
+) -> _Plan:
+    """The exact batches of ``frames`` (see :mod:`trainer.score_batches`), and what they cut.
+
+    ``names`` name the utterances of ``frames`` (for the list of windowed ones); the fixed
+    mode's length is 4 s at the frame rate of the features (``hop_length`` samples).
+    """
+    features = {f: int(model.net.n_bins[f]) for f in model.net.features}
+    fixed = None
+    if eval_mode == "fixed":
+        fixed = fixed_frames(int(feature_records[model.net.features[0]]["hop_length"]))
+    dataset, segments = score_batches(
+        frames, model.net, features, batch_size=model.batch_size, eval_mode=eval_mode,
+        fixed_length=fixed, max_frames=max_frames,
+    )  # fmt: skip
+    windowed = [names[i] for i in np.flatnonzero(segments.windowed)]
+    return _Plan(dataset, eval_mode, max_frames, fixed, windowed)
 
 
 def _check_store_bins(trained: _TrainedRun, st: Any, features: dict[str, int]) -> None:
@@ -506,7 +575,13 @@ class _Inference:
 
 
 def _infer(
-    model: _LoadedModel, st: Any, target: _Split, precision: str, workers: int, progress: bool
+    model: _LoadedModel,
+    plan: _Plan,
+    st: Any,
+    target: _Split,
+    precision: str,
+    workers: int,
+    progress: bool,
 ) -> _Inference:
     """Per-utterance scores; utterances without frames get 0, with a warning."""
     t0 = time.perf_counter()
@@ -519,10 +594,10 @@ def _infer(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    hook = model.net.register_forward_hook(_UtteranceProgress(model.dataset, bar))
+    hook = model.net.register_forward_hook(_UtteranceProgress(plan.dataset, bar))
     try:
         scores = inference.evaluate(
-            model.net, model.normalizer, model.dataset, model.device, precision, workers
+            model.net, model.normalizer, plan.dataset, model.device, precision, workers
         )
     finally:
         hook.remove()
@@ -557,6 +632,7 @@ def _write_with_provenance(
     st: Any,
     target: _Split,
     model: _LoadedModel,
+    plan: _Plan,
     result: _Inference,
     precision: str,
 ) -> None:
@@ -601,6 +677,12 @@ def _write_with_provenance(
         "n_utterances": n,
         "n_bonafide": int(np.count_nonzero(labels == 1)),
         "n_spoof": int(np.count_nonzero(labels == 0)),
+        "eval_mode": plan.eval_mode,
+        "fixed_frames": plan.fixed_length,
+        "max_frames": plan.max_frames,
+        "windowed": plan.windowed,
+        "batching": "exact: segments of one input length after the model's own trimming",
+        "n_batches": len(plan.dataset),
         "unscored": result.unscored,
         "quarantined": result.quarantined,
         "score": "logits[:, 1] - logits[:, 0] (natural-log LLR, bona fide vs spoof)",
@@ -617,7 +699,21 @@ def _write_with_provenance(
     try:
         write_bytes_atomic(sidecar, (json.dumps(provenance, indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
-        raise ScoreFileError(sidecar, f"cannot write: {exc.strerror or exc}") from None
+        raise write_error(sidecar, exc) from None
+
+
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> SpoofstoreError:
+    """The typed error of a failed write: :class:`ResourceError` (exit 1) for a full disk or a
+    permission fault, :class:`ScoreFileError` (exit 2, e.g. a missing directory) otherwise."""
+    message = f"cannot write: {exc.strerror or exc}"
+    if exc.errno in _ENVIRONMENT_ERRNOS:
+        return ResourceError(f"{os.fspath(path)}: {message}")
+    return ScoreFileError(path, message)
 
 
 def _location(path: str) -> str:
