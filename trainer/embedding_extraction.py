@@ -29,6 +29,7 @@ import re
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from featstore._version import __version__
 from featstore.errors import StoreError
 from trainer import inference
-from trainer.data import make_loader, verify_or_refuse
+from trainer.data import EvalBatches, make_loader, verify_or_refuse
 from trainer.embeddings import EmbeddingSet, read_embeddings, write_embeddings
 from trainer.errors import EmbeddingError
 from trainer.models.registry import ModelError, is_gmm_model
@@ -160,8 +161,9 @@ def embed(
         raise StoreError(st.path, f"no split {split!r}; the store has {', '.join(st.splits)}")
     out_path = Path(out) if out is not None else default_embedding_path(trained, st, split)
     _refuse_overwrite(out_path, trained, st, split, force)
-    model = _load_model(trained, st, split, device, batch_size, cache_dir)
-    _check_embeds(model.net, name)
+    loaded = _load_model(trained, st, device, batch_size, cache_dir)
+    _check_embeds(loaded.net, name)
+    model = _EmbeddingModel(loaded, _embedding_batches(loaded, st, split))
     start = time.perf_counter()
     vectors = extract_embeddings(model, split, precision, workers, progress)
     seconds = time.perf_counter() - start
@@ -173,6 +175,24 @@ def embed(
         f"({n / max(seconds, 1e-9):.1f} utt/s) on {model.device}"
     )
     return out_path
+
+
+@dataclass(frozen=True)
+class _EmbeddingModel:
+    """The scoring model (network, normaliser, device) and the batches to embed."""
+
+    loaded: _LoadedModel
+    dataset: EvalBatches
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loaded, name)
+
+
+def _embedding_batches(model: _LoadedModel, st: Any, split: str) -> EvalBatches:
+    """Whole utterances (or the model's eval windows), in the split's index order."""
+    net = model.net
+    features = {f: int(net.n_bins[f]) for f in net.features}
+    return EvalBatches(st, features, split, model.batch_size, net.eval_window, net.eval_hop)
 
 
 def default_embedding_path(trained: _TrainedRun, st: Any, split: str) -> Path:
