@@ -155,6 +155,17 @@ def test_balanced_sampling_and_cpu_precisions(store_path, tmp_path):
     assert json.loads((run.out / "config.json").read_text())["runtime"]["precision"] == "fp32"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_is_bf16_where_native(store_path, tmp_path, monkeypatch, native):
+    from trainer import cpu_features
+
+    monkeypatch.setattr(cpu_features, "has_native_bf16", lambda: native)
+    run = trainer.fit(store_path, out=tmp_path / "auto", **{**FAST, "precision": "auto"})
+    config = json.loads((run.out / "config.json").read_text())
+    assert config["fit"]["precision"] == "auto"
+    assert config["runtime"]["precision"] == ("bf16" if native else "fp32")
+
+
 def test_patience_stops_early(store_path, tmp_path):
     # a learning rate this small leaves the dev EER where it is: no improvement after epoch 1
     result = trainer.fit(

@@ -98,7 +98,8 @@ def _parse_model_args(ctx: click.Context, param: click.Parameter, values: tuple[
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     default=None,
-    help="Autocast precision [default: auto = bf16/fp16 on CUDA, fp32 on CPU].",
+    help="Autocast precision [default: auto = bf16/fp16 on CUDA; on CPU bf16 where it has "
+    "AVX-512 BF16 or AMX, else fp32].",
 )
 @click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2].")
 @click.option(

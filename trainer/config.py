@@ -75,7 +75,8 @@ class FitConfig:
     device : {"auto", "cpu", "cuda"} or str
         "auto" picks CUDA when available (also "cuda:1" etc.).
     precision : {"auto", "fp32", "bf16", "fp16"}
-        "auto": bf16 (or fp16) autocast on CUDA, fp32 on CPU. fp16 on CPU falls back to fp32.
+        "auto": bf16 (or fp16) autocast on CUDA; on a CPU bf16 where it computes bf16
+        natively (AVX-512 BF16 or AMX), else fp32. fp16 on CPU falls back to fp32.
     workers : int, default 2
         DataLoader worker processes (0: load in the training process).
     balance : bool, default False

@@ -58,7 +58,7 @@ from trainer.data import (
     verify_or_refuse,
 )
 from trainer.errors import TrainingError
-from trainer.inference import autocast, evaluate, resolve_device
+from trainer.inference import autocast, evaluate, resolve_device, resolve_precision
 from trainer.metrics import compute_eer
 from trainer.runlog import RunLog, redraw_curves, session_summary
 from trainer.runs import (
@@ -462,7 +462,7 @@ def _configure_runtime(cfg: FitConfig, dist: _Dist) -> tuple[torch.device, str]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, index=dist.local_rank if dist.enabled else 0)
-    precision = _resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -471,17 +471,6 @@ def _configure_runtime(cfg: FitConfig, dist: _Dist) -> tuple[torch.device, str]:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device, precision
-
-
-def _resolve_precision(pref: str, device: torch.device) -> str:
-    if device.type == "cuda":
-        if pref == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return pref
-    if pref == "fp16":
-        warnings.warn("fp16 autocast needs CUDA; training in fp32 on CPU", stacklevel=5)
-        return "fp32"
-    return "fp32" if pref == "auto" else pref
 
 
 def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
