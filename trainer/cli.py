@@ -136,6 +136,12 @@ def _parse_model_args(ctx: click.Context, param: click.Parameter, values: tuple[
     "--compile/--no-compile", "compile_", default=None, help="torch.compile [default: no]."
 )
 @click.option(
+    "--checkpoint-windows/--no-checkpoint-windows",
+    default=None,
+    help="GRCNN: recompute each window's activations in the backward pass instead of keeping "
+    "them (a fraction of the memory, ~1/3 more compute, same results) [default: no].",
+)
+@click.option(
     "--channels-last/--no-channels-last",
     default=None,
     help="Channels-last memory format on CUDA with bf16/fp16 [default: yes].",

@@ -402,6 +402,8 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
     weight = None
     if not cfg.balance and np.all(counts > 0):
         weight = torch.tensor(counts.sum() / (2.0 * counts), dtype=torch.float32)
+    if cfg.checkpoint_windows:
+        _checkpoint_windows(net, cfg.model)
     net.to(device)
     if device.type == "cuda" and cfg.channels_last and precision != "fp32":
         net.to(memory_format=torch.channels_last)
@@ -442,6 +444,16 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
     )
+
+
+def _checkpoint_windows(net: nn.Module, model: str) -> None:
+    """Turn on activation checkpointing per window (``checkpoint_windows``), or refuse."""
+    if not hasattr(net, "checkpoint_windows"):
+        raise TrainingError(
+            f"model {model!r} has no per-window activation checkpointing; "
+            "--checkpoint-windows is for the GRCNN models"
+        )
+    net.checkpoint_windows = True
 
 
 def _verify_store(cfg: FitConfig, dist: _Dist, log: Callable[[str], None]) -> None:
@@ -1031,7 +1043,12 @@ def _duration(seconds: float) -> str:
 
 
 def _warn_if_batch_too_big(cfg: FitConfig) -> None:
-    """Warn when the batch will likely not fit in the memory left on this machine (CPU)."""
+    """Warn when the batch will likely not fit in the memory left on this machine (CPU).
+
+    The estimates are of models that keep all activations: none with ``checkpoint_windows``.
+    """
+    if cfg.checkpoint_windows:
+        return
     need = memory.estimate_training_memory(cfg.model, cfg.batch_size, int(cfg.crop_frames))
     available = memory.available_memory()
     if need is None or available is None or need <= available:
@@ -1042,6 +1059,8 @@ def _warn_if_batch_too_big(cfg: FitConfig) -> None:
         if fits
         else "even --batch-size 1 may not fit: try shorter --crop-frames or a GPU"
     )
+    if cfg.model.startswith("grcnn"):
+        advice += ", or --checkpoint-windows"
     warnings.warn(
         f"{cfg.model} at --batch-size {cfg.batch_size} with {cfg.crop_frames}-frame crops "
         f"needs about {need / 1e9:.1f} GB of memory on the CPU"
