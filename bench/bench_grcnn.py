@@ -179,15 +179,17 @@ def _step_timer(model: nn.Module, batch: int, frames: int, precision: str):
     x, y = _batch(batch, frames)
     device = torch.device("cpu")
 
-    def step() -> float:
-        t0 = time.perf_counter()
+    def step() -> tuple[float, float]:
+        """Wall and CPU seconds of one step (CPU time: what load does not inflate, at one
+        thread; with several, OpenMP threads spinning on a busy machine count too)."""
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with autocast(device, precision):
             logits = model(**x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     return step
 
@@ -254,14 +256,18 @@ def time_steps(args: argparse.Namespace) -> None:
         for step in timers.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in timers}
+    cpu: dict[str, list[float]] = {name: [] for name in timers}
     peaks: dict[str, list[float]] = {p: [_matmul_gflops(d)] for p, d in DTYPES.items()}
     for _ in range(args.steps):
         for name, step in timers.items():
-            times[name].append(step())
+            wall, seconds = step()
+            times[name].append(wall)
+            cpu[name].append(seconds)
         for p, d in DTYPES.items():
             peaks[p].append(_matmul_gflops(d))
     peak = {p: statistics.median(v) for p, v in peaks.items()}
     med = {name: statistics.median(t) for name, t in times.items()}
+    med_cpu = {name: statistics.median(t) for name, t in cpu.items()}
     base = med["reference fp32"]
     for name, (_, prec) in variants.items():
         gflops = flops / med[name] / 1e9
@@ -269,12 +275,18 @@ def time_steps(args: argparse.Namespace) -> None:
         print(
             f"{name:15s} median {med[name]:7.2f} s/step  {args.batch / med[name]:6.3f} utt/s  "
             f"{base / med[name]:5.2f}x  {gflops:6.1f} GFLOP/s = {gflops / peak[prec]:4.0%} of "
-            f"{prec} matmul  (steps: {', '.join(f'{t:.2f}' for t in times[name])}){mark}"
+            f"{prec} matmul; CPU {med_cpu[name]:6.2f} s/step "
+            f"{med_cpu['reference fp32'] / med_cpu[name]:5.2f}x  "
+            f"(steps: {', '.join(f'{t:.2f}' for t in times[name])}){mark}"
         )
     for p, v in peak.items():
         print(f"matmul 2048x2048 {p}: {v:.1f} GFLOP/s (median of {len(peaks[p])} runs of 5)")
     speedup = base / med[f"grcnn {default}"]
-    print(f"speed-up at the trainer default ({default}) vs reference: {speedup:.2f}x")
+    speedup_cpu = med_cpu["reference fp32"] / med_cpu[f"grcnn {default}"]
+    print(
+        f"speed-up at the trainer default ({default}) vs reference: {speedup:.2f}x wall, "
+        f"{speedup_cpu:.2f}x CPU time"
+    )
     print(f"load average at end {_load()}")
 
 
@@ -284,7 +296,7 @@ def _rss_child(args: argparse.Namespace) -> None:
     model = build_model("grcnn").train()
     model.checkpoint_windows = args.checkpoint_windows
     step = _step_timer(model, args.batch, args.frames, args.precision)
-    seconds = step()
+    seconds, _ = step()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(f"{rss} {seconds:.2f}")
 
@@ -293,8 +305,8 @@ def measure_memory(args: argparse.Namespace) -> None:
     """Peak RSS of one step per setting, each in a fresh child process."""
     default = resolve_precision("auto", torch.device("cpu"))
     settings = [(default, False), (default, True)]
-    if default != "fp32":
-        settings += [("fp32", False), ("fp32", True)]
+    if default != "fp32":  # fp32 without checkpointing: ~12 GB at batch 32 (README)
+        settings.append(("fp32", True))
     print(f"batch {args.batch} x {args.frames} frames, one training step per child process")
     for precision, ck in settings:
         cmd = [sys.executable, __file__, "--rss-child", "--batch", str(args.batch)]
