@@ -155,6 +155,37 @@ def test_balanced_sampling_and_cpu_precisions(store_path, tmp_path):
     assert json.loads((run.out / "config.json").read_text())["runtime"]["precision"] == "fp32"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_is_bf16_where_native(store_path, tmp_path, monkeypatch, native):
+    from trainer import cpu_features
+
+    monkeypatch.setattr(cpu_features, "has_native_bf16", lambda: native)
+    run = trainer.fit(store_path, out=tmp_path / "auto", **{**FAST, "precision": "auto"})
+    config = json.loads((run.out / "config.json").read_text())
+    assert config["fit"]["precision"] == "auto"
+    assert config["runtime"]["precision"] == ("bf16" if native else "fp32")
+
+
+def test_checkpoint_windows_trains_the_same_weights(store_path, tmp_path):
+    settings = {**FAST, "precision": "fp32", "epochs": 2}
+    plain = trainer.fit(store_path, out=tmp_path / "plain", **settings)
+    ck = trainer.fit(store_path, out=tmp_path / "ck", **settings, checkpoint_windows=True)
+    config = json.loads((ck.out / "config.json").read_text())
+    assert config["fit"]["checkpoint_windows"] is True
+    a = checkpoint.load_checkpoint(plain.last)["model"]
+    b = checkpoint.load_checkpoint(ck.last)["model"]
+    for name, weight in a.items():
+        torch.testing.assert_close(b[name], weight, atol=1e-5, rtol=1e-4, msg=name)
+    assert [r["dev_eer"] for r in ck.history] == pytest.approx(
+        [r["dev_eer"] for r in plain.history], abs=0.12
+    )
+    with pytest.raises(TrainingError, match="model 'lcnn' has no per-window activation check"):
+        trainer.fit(
+            store_path, model="lcnn", out=tmp_path / "lcnn", **{**FAST, "model_kwargs": {}},
+            checkpoint_windows=True,
+        )  # fmt: skip
+
+
 def test_patience_stops_early(store_path, tmp_path):
     # a learning rate this small leaves the dev EER where it is: no improvement after epoch 1
     result = trainer.fit(

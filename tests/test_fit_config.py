@@ -172,16 +172,18 @@ def test_flags_override_the_file_which_overrides_the_defaults(planned, tmp_path)
     cfg = planned([*args, "--warmup", "0.01", "--grad-clip", "0", "--train-split", "tr",
                    "--no-compile", "--no-quiet", "--model-arg", "dropout=0.1",
                    "--eval-batch-size", "7", "--deterministic", "--no-channels-last",
-                   "--tensorboard"], tmp_path)  # fmt: skip
+                   "--tensorboard", "--checkpoint-windows"], tmp_path)  # fmt: skip
     assert cfg.epochs == 3 and cfg.weight_decay == 0.5 and cfg.dev_split == "val"  # file
     assert cfg.warmup == 0.01 and cfg.grad_clip == 0 and cfg.train_split == "tr"  # flags
     assert cfg.compile is False and cfg.progress is True and cfg.eval_batch_size == 7
     assert cfg.deterministic is True and cfg.channels_last is False and cfg.tensorboard is True
+    assert cfg.checkpoint_windows is True
     assert cfg.model_kwargs == {"dropout": 0.1, "n_bins": 40}  # merged key by key
     assert cfg.lr == FitConfig.lr and cfg.batch_size == FitConfig.batch_size  # defaults
     only_file = planned(["s.zarr", "--config", "train.toml", "--out", "run2"], tmp_path)
     assert only_file.warmup == 0.2 and only_file.compile is True and only_file.progress is False
     assert only_file.tensorboard is None and only_file.model == "grcnn"
+    assert only_file.checkpoint_windows is False
 
 
 def test_store_may_come_from_the_file(planned, tmp_path):

@@ -316,6 +316,78 @@ def test_grcnn_input_convolution_chunking_does_not_change_results():
         build_model("grcnn", windows_per_conv=0)
 
 
+def _train_step_grads(model, x, y, seed):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks
+    out = model(**x)
+    F.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("windows_per_conv", [1, None])
+def test_checkpoint_windows_gives_the_same_gradients(windows_per_conv):
+    # float64 and dropout on: checkpointed windows must recompute exactly what was kept
+    torch.manual_seed(0)
+    model = build_model(
+        "grcnn", n_bins=32, embedding_size=32, windows_per_conv=windows_per_conv
+    ).double()
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    x = {f: torch.randn(3, 72, 32, generator=g, dtype=torch.float64) for f in model.features}
+    y = torch.tensor([0, 1, 1])
+    assert model.checkpoint_windows is False
+    out, grads = _train_step_grads(model, x, y, seed=7)
+    model.checkpoint_windows = True
+    assert all(c.checkpoint_windows for s in model.streams.values() for c in s.cells)
+    out_ck, grads_ck = _train_step_grads(model, x, y, seed=7)
+    torch.testing.assert_close(out_ck, out, atol=1e-12, rtol=0)
+    assert grads_ck.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ck[name], grad, atol=1e-12, rtol=0, msg=name)
+    # the window segments really are checkpoints: fewer tensors kept for the backward pass
+    kept = _saved_bytes(model, x, checkpointed=False)
+    assert _saved_bytes(model, x, checkpointed=True) < kept / 3
+
+
+def _saved_bytes(model, x, checkpointed: bool) -> int:
+    model.checkpoint_windows = checkpointed
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**x)
+    return sum(saved)
+
+
+def test_checkpoint_windows_is_off_in_eval_and_without_grad():
+    torch.manual_seed(0)
+    model = build_model("grcnn-mgd", n_bins=32, embedding_size=32).eval()
+    x = torch.randn(2, 52, 32)
+    with torch.no_grad():
+        plain = model(mgd=x)
+        model.checkpoint_windows = True
+        assert torch.equal(model(mgd=x), plain)
+
+
+def test_checkpoint_windows_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = build_model("grcnn-mgd", n_bins=32, embedding_size=32).train()
+    x = {"mgd": torch.randn(2, 52, 32)}
+    y = torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = _train_step_grads(model, x, y, seed=3)
+        model.checkpoint_windows = True
+        out_ck, grads_ck = _train_step_grads(model, x, y, seed=3)
+    assert out_ck.dtype == torch.bfloat16
+    torch.testing.assert_close(out_ck, out, atol=0, rtol=0)
+    for name, grad in grads.items():  # per-window weight-gradient pieces: other bf16 rounding
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(grads_ck[name], grad, atol=0.02 * scale, rtol=0, msg=name)
+
+
 def test_reference_maxout_function_matches_maxout():
     bench = _load_bench()
     x = torch.randn(3, 8, 5, 4, requires_grad=True)

@@ -29,6 +29,7 @@ RESUMABLE_CHANGES = frozenset(
         "resume",
         "patience",
         "compile",
+        "checkpoint_windows",
         "channels_last",
         "deterministic",
         "threads",
@@ -75,7 +76,8 @@ class FitConfig:
     device : {"auto", "cpu", "cuda"} or str
         "auto" picks CUDA when available (also "cuda:1" etc.).
     precision : {"auto", "fp32", "bf16", "fp16"}
-        "auto": bf16 (or fp16) autocast on CUDA, fp32 on CPU. fp16 on CPU falls back to fp32.
+        "auto": bf16 (or fp16) autocast on CUDA; on a CPU bf16 where it computes bf16
+        natively (AVX-512 BF16 or AMX), else fp32. fp16 on CPU falls back to fp32.
     workers : int, default 2
         DataLoader worker processes (0: load in the training process).
     balance : bool, default False
@@ -86,6 +88,10 @@ class FitConfig:
         Stop after this many epochs without a better dev EER (None: never).
     compile : bool, default False
         ``torch.compile`` the training model.
+    checkpoint_windows : bool, default False
+        Activation checkpointing per window of the GRCNN's cells: the backward pass
+        recomputes the gate maps instead of keeping them (about a third more compute, a
+        fraction of the memory; same results). GRCNN models only.
     channels_last : bool, default True
         Channels-last memory format for the model on CUDA with bf16/fp16 autocast (tensor
         cores); ignored on CPU and in fp32.
@@ -156,6 +162,7 @@ class FitConfig:
     resume: bool = False
     patience: int | None = None
     compile: bool = False
+    checkpoint_windows: bool = False
     channels_last: bool = True
     deterministic: bool = False
     threads: int | None = None
@@ -234,6 +241,7 @@ _BOOL = (
     "balance",
     "resume",
     "compile",
+    "checkpoint_windows",
     "channels_last",
     "deterministic",
     "progress",

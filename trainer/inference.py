@@ -6,6 +6,7 @@ imports nothing of the training loop. A score is ``logits[:, 1] - logits[:, 0]``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 
@@ -13,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer import models
+from trainer import cpu_features, models
 from trainer.data import EvalBatches, FeatureNormalizer, make_loader
 from trainer.errors import TrainingError
 from trainer.runs import ModelRecord
 
-__all__ = ["autocast", "build_trained_model", "evaluate", "resolve_device"]
+__all__ = ["autocast", "build_trained_model", "evaluate", "resolve_device", "resolve_precision"]
 
 
 def resolve_device(pref: str = "auto", *, auto_cuda: bool = True, index: int = 0) -> torch.device:
@@ -56,6 +57,39 @@ def resolve_device(pref: str = "auto", *, auto_cuda: bool = True, index: int = 0
     if pref == "cuda":
         return torch.device("cuda", index)
     return torch.device(pref)
+
+
+def resolve_precision(pref: str, device: torch.device) -> str:
+    """The autocast precision ``pref`` means on ``device`` (the one rule; recorded in runs).
+
+    Parameters
+    ----------
+    pref : {"auto", "fp32", "bf16", "fp16"}
+        ``auto``: on CUDA bf16 where supported, else fp16; on a CPU that computes bf16
+        natively (AVX-512 BF16 or AMX, :mod:`trainer.cpu_features`) bf16, else fp32.
+    device : torch.device
+        Where the model runs.
+
+    Returns
+    -------
+    str
+        "fp32", "bf16" or "fp16"; fp16 asked for on a CPU falls back to fp32 with a warning.
+
+    Examples
+    --------
+    >>> resolve_precision("fp32", torch.device("cpu"))
+    'fp32'
+    """
+    if device.type == "cuda":
+        if pref == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return pref
+    if pref == "fp16":
+        warnings.warn("fp16 autocast needs CUDA; training in fp32 on CPU", stacklevel=5)
+        return "fp32"
+    if pref == "auto":
+        return "bf16" if cpu_features.has_native_bf16() else "fp32"
+    return pref
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

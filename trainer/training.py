@@ -60,7 +60,7 @@ from trainer.data import (
 )
 from trainer.errors import TrainingError
 from trainer.gmm_baseline import fit_run as fit_gmm_run
-from trainer.inference import autocast, evaluate, resolve_device
+from trainer.inference import autocast, evaluate, resolve_device, resolve_precision
 from trainer.metrics import compute_eer
 from trainer.models.registry import is_gmm_model
 from trainer.runlog import RunLog, redraw_curves, session_summary
@@ -415,6 +415,8 @@ def _setup(plan: _RunPlan, dist: _Dist, log: Callable[[str], None]) -> _Setup:
     weight = None
     if not cfg.balance and np.all(counts > 0):
         weight = torch.tensor(counts.sum() / (2.0 * counts), dtype=torch.float32)
+    if cfg.checkpoint_windows:
+        _checkpoint_windows(net, cfg.model)
     net.to(device)
     if device.type == "cuda" and cfg.channels_last and precision != "fp32":
         net.to(memory_format=torch.channels_last)
@@ -472,6 +474,16 @@ def _masker(cfg: FitConfig, dist: _Dist) -> SpecMasker | None:
     )
 
 
+def _checkpoint_windows(net: nn.Module, model: str) -> None:
+    """Turn on activation checkpointing per window (``checkpoint_windows``), or refuse."""
+    if not hasattr(net, "checkpoint_windows"):
+        raise TrainingError(
+            f"model {model!r} has no per-window activation checkpointing; "
+            "--checkpoint-windows is for the GRCNN models"
+        )
+    net.checkpoint_windows = True
+
+
 def _verify_store(cfg: FitConfig, dist: _Dist, log: Callable[[str], None]) -> None:
     """``featstore verify`` the store (rank 0 reads it; every rank refuses on problems)."""
     problem = None
@@ -490,7 +502,7 @@ def _configure_runtime(cfg: FitConfig, dist: _Dist) -> tuple[torch.device, str]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, index=dist.local_rank if dist.enabled else 0)
-    precision = _resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -499,17 +511,6 @@ def _configure_runtime(cfg: FitConfig, dist: _Dist) -> tuple[torch.device, str]:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device, precision
-
-
-def _resolve_precision(pref: str, device: torch.device) -> str:
-    if device.type == "cuda":
-        if pref == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return pref
-    if pref == "fp16":
-        warnings.warn("fp16 autocast needs CUDA; training in fp32 on CPU", stacklevel=5)
-        return "fp32"
-    return "fp32" if pref == "auto" else pref
 
 
 def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
@@ -1112,7 +1113,12 @@ def _duration(seconds: float) -> str:
 
 
 def _warn_if_batch_too_big(cfg: FitConfig) -> None:
-    """Warn when the batch will likely not fit in the memory left on this machine (CPU)."""
+    """Warn when the batch will likely not fit in the memory left on this machine (CPU).
+
+    The estimates are of models that keep all activations: none with ``checkpoint_windows``.
+    """
+    if cfg.checkpoint_windows:
+        return
     need = memory.estimate_training_memory(cfg.model, cfg.batch_size, int(cfg.crop_frames))
     available = memory.available_memory()
     if need is None or available is None or need <= available:
@@ -1123,6 +1129,8 @@ def _warn_if_batch_too_big(cfg: FitConfig) -> None:
         if fits
         else "even --batch-size 1 may not fit: try shorter --crop-frames or a GPU"
     )
+    if cfg.model.startswith("grcnn"):
+        advice += ", or --checkpoint-windows"
     warnings.warn(
         f"{cfg.model} at --batch-size {cfg.batch_size} with {cfg.crop_frames}-frame crops "
         f"needs about {need / 1e9:.1f} GB of memory on the CPU"
