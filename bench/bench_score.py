@@ -20,6 +20,8 @@ normalisation statistics), an ``eval`` split of ``--utts`` utterances and a ``de
 utterances through a recurrence over 32-frame windows and costs a fraction of a second per
 utterance on a CPU, so it is timed on ``dev`` by default (``--grcnn-split eval`` to change).
 Every figure is the median of ``--repeats`` runs after one untimed warm-up run.
+``--compare-old`` also times the forward passes over the previous plan's batches (column
+``old x``: old floor time / new floor time, the speed-up of exact batching in the same run).
 
 Usage::
 
@@ -131,14 +133,18 @@ def floor_batches(store_path: str, name: str, split: str, batch_size: int) -> tu
     st = featstore.open_store(store_path)
     frames = StoreFrames(st, split, list(features))
     ds, _ = score_batches(frames, net, features, batch_size=batch_size)
-    old = len(EvalBatches(st, features, split, batch_size, net.eval_window, net.eval_hop))
+    old = EvalBatches(st, features, split, batch_size, net.eval_window, net.eval_hop)
     norm = FeatureNormalizer.from_store(st, features)
-    batches = []
-    for b in range(len(ds)):
-        batch = ds[b]
-        x = norm({f: batch[f] for f in features})
-        batches.append({f: x[f].contiguous() for f in features})
-    return net, batches, old
+
+    def read(dataset):
+        batches = []
+        for b in range(len(dataset)):
+            batch = dataset[b]
+            x = norm({f: batch[f] for f in features})
+            batches.append({f: x[f].contiguous() for f in features})
+        return batches
+
+    return net, read(ds), read(old)
 
 
 def time_floor(net: torch.nn.Module, batches: list, precision: str) -> float:
@@ -174,6 +180,7 @@ def main() -> None:
     parser.add_argument("--small-utts", type=int, default=32, help="dev utterances")
     parser.add_argument("--seconds", default="3,4", help="utterance durations: MIN,MAX")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--compare-old", action="store_true", help="time the old plan's floor")
     parser.add_argument("--models", default="grcnn,vgg10,lcnn")
     parser.add_argument("--grcnn-split", default="dev")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -197,26 +204,30 @@ def main() -> None:
     for name in args.models.split(","):
         split = args.grcnn_split if name == "grcnn" else "eval"
         run = make_run(workdir, store_path, name)
-        net, batches, old = floor_batches(store_path, name, split, args.batch_size)
+        net, batches, old_batches = floor_batches(store_path, name, split, args.batch_size)
         n = st.n_utterances(split)
         seconds = float(st.index(split)["duration"].sum())
         time_score(run, split, args.batch_size, args.precision)  # warm-up (untimed)
-        ours, floor = [], []
+        ours, floor, old = [], [], []
         for _ in range(args.repeats):
             ours.append(time_score(run, split, args.batch_size, args.precision))
             floor.append(time_floor(net, batches, args.precision))
+            if args.compare_old:
+                old.append(time_floor(net, old_batches, args.precision))
         t_ours, t_floor = statistics.median(ours), statistics.median(floor)
-        rows.append((name, split, n, seconds, len(batches), old, t_ours, t_floor))
+        speedup = statistics.median(old) / t_floor if old else float("nan")
+        nb = (len(batches), len(old_batches))
+        rows.append((name, split, n, seconds, nb, speedup, t_ours, t_floor))
         print(f"{name}: {n / t_ours:.2f} utt/s (floor {n / t_floor:.2f})", flush=True)
 
     print(
         f"\n{'model':7s} {'split':5s} {'utts':>5s} {'audio s':>8s} {'batches':>8s} "
-        f"{'old':>5s} {'utt/s':>8s} {'xRT':>7s} {'floor utt/s':>12s} {'ratio':>6s}"
+        f"{'old':>5s} {'utt/s':>8s} {'xRT':>7s} {'floor utt/s':>12s} {'ratio':>6s} {'old x':>6s}"
     )
-    for name, split, n, seconds, nb, old, t_ours, t_floor in rows:
+    for name, split, n, seconds, nb, speedup, t_ours, t_floor in rows:
         print(
-            f"{name:7s} {split:5s} {n:5d} {seconds:8.1f} {nb:8d} {old:5d} {n / t_ours:8.2f} "
-            f"{seconds / t_ours:6.1f}x {n / t_floor:12.2f} {t_ours / t_floor:6.2f}"
+            f"{name:7s} {split:5s} {n:5d} {seconds:8.1f} {nb[0]:8d} {nb[1]:5d} {n / t_ours:8.2f} "
+            f"{seconds / t_ours:6.1f}x {n / t_floor:12.2f} {t_ours / t_floor:6.2f} {speedup:6.2f}"
         )
     print(f"load average after: {load_average()}")
 
