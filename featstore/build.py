@@ -2231,6 +2231,12 @@ class _ViewExtractor:
                         "its clean view in the store was made from this audio: restore it "
                         "(check --audio-root), then re-run the same command to resume",
                     )
+                failed = [v["reason"] for v in result.views.values() if not v["ok"]]
+                if failed and self.cfg.strict:
+                    raise AudioError(
+                        None,
+                        f"{split}/{utt_id}: {failed[0]} (--strict: stopping at the first bad view)",
+                    )
                 record = {
                     "utt_id": utt_id,
                     "status": "ok",

@@ -423,6 +423,18 @@ def test_a_failed_view_is_quarantined_and_the_clean_view_survives(
     assert info.to_dict()["quarantined_views"][0]["view"] == 2
 
 
+def test_strict_stops_at_the_first_failed_view(corpus: Path, tmp_path: Path, monkeypatch):
+    uid = "LA_T_1000002"
+    size = load_audio(corpus / "flac" / f"{uid}.flac").signal.size
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:
+        m.setattr(BUILD_MODULE, "apply_chain", _failing_chain({size}, {1}))
+        with pytest.raises(AudioError, match=f"train/{uid}: view 1 .*--strict: stopping"):
+            _build(corpus, out, strict=True, **VIEWS)
+    _build(corpus, out, **VIEWS)  # without --strict the same build resumes and finishes
+    assert featstore.open_store(out).view_mask("train").all()
+
+
 def test_views_that_all_fail_stop_the_build_and_keep_the_store(
     corpus: Path, clean: Path, tmp_path: Path, monkeypatch
 ) -> None:
