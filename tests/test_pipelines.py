@@ -7,6 +7,7 @@ recipe also runs end to end on a tiny synthetic corpus in the official layout.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = REPO / "pipelines" / "recipe_common.sh"  # sourced by the recipes, not run
 RECIPES = sorted(p for p in (REPO / "pipelines").glob("*.sh") if p != COMMON)
 BASH = shutil.which("bash")
-COMMAND = re.compile(r"\b(featstore|trainer) (build|info|verify|features|fit|score|metrics)\b")
+COMMAND = re.compile(
+    r"\b(featstore|trainer) (build|info|verify|features|fit|score|metrics|calibrate|fuse)\b"
+)
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 ARRAY = re.compile(r"\b(\w+)\+?=\(([^()]*)\)")
 EXPANSION = re.compile(r"\$\{(\w+)\[@\]")
@@ -233,7 +236,70 @@ def test_demo_summary_reads_the_metrics_json(tmp_path: Path) -> None:
         '{"eer": 0.125, "per_attack": {"A04": {"eer": 0.1}, "A05": {"eer": 0.2}}}'
     )
     text = demo.summary(demo.DemoConfig(out=tmp_path), {"corpus": 1.0, "fit": 2.0})
-    assert "12.50 %" in text and "A05: 20.00 %" in text and "total" in text
+    assert "12.50" in text and "20.00" in text and "total" in text
+    assert "lcnn-aug" in text  # the main system's column
+
+
+def _sidecar(path: Path, eval_before: float, eval_after: float) -> None:
+    def m(eer: float) -> dict:
+        return {"eer": eer, "mindcf": 0.5, "actdcf": 0.75, "cllr": 0.875}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"metrics": {"eval": {"before": [m(eval_before)], "after": m(eval_after)}}}
+    Path(str(path) + ".json").write_text(json.dumps(record))
+
+
+def test_demo_summary_shows_clean_beside_augmented_and_the_fusion(tmp_path: Path) -> None:
+    cfg = demo.DemoConfig(out=tmp_path)
+    assert [s.name for s in cfg.systems] == ["lcnn-clean", "lcnn-aug", "lfcc-gmm"]
+    assert [s.name for s in cfg.fused_systems] == ["lcnn-aug", "lfcc-gmm"]
+    for system, eer in zip(cfg.systems, (0.4, 0.2, 0.3), strict=True):
+        record = {"eer": eer, "per_attack": {"A04": {"eer": eer / 2}}}
+        demo.metrics_json(cfg, system).write_text(json.dumps(record))
+        _sidecar(cfg.calibrated(system), eer, eer)
+    _sidecar(cfg.fused, 0.5, 0.125)
+    text = demo.summary(cfg, {"fit": 1.0})
+    lines = text.splitlines()
+    header = next(line for line in lines if "lcnn-clean" in line and "lcnn-aug" in line)
+    assert header.split() == ["attack", "lcnn-clean", "lcnn-aug", "lfcc-gmm"]
+    assert next(line for line in lines if line.split()[:1] == ["A04"]).split()[1:] == [
+        "20.00",
+        "10.00",
+        "15.00",
+    ]
+    assert "unseen in training: codec" in text  # the eval channel is named
+    fused = next(line for line in lines if line.strip().startswith("fused"))
+    assert fused.split()[-4:] == ["12.50", "0.5000", "0.7500", "0.8750"]
+    assert any(line.strip().startswith("lcnn-aug (cal)") for line in lines)
+
+
+def test_demo_without_augmentation_or_gmm_trains_one_system(tmp_path: Path) -> None:
+    cfg = demo.DemoConfig(out=tmp_path, augment="", gmm_components=0)
+    assert [s.name for s in cfg.systems] == ["lcnn-clean"]
+    assert cfg.fused_systems == () and cfg.main_system.name == "lcnn-clean"
+    assert "--augment" not in demo._build_args(cfg)
+
+
+def test_demo_rebuilds_a_store_of_another_build_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo, "run_command", lambda argv, **kw: seen.append(list(argv)) or 0.0)
+    monkeypatch.setattr(demo, "_store_matches", lambda *a: True)
+    cfg = demo.DemoConfig(out=tmp_path)
+    cfg.store.mkdir(parents=True)
+    demo.stage_features(cfg)  # no stamp: rebuilt
+    demo.stage_features(cfg)  # same command: reused
+    demo.stage_features(demo.DemoConfig(out=tmp_path, views=2))  # other views: rebuilt
+    assert ["--overwrite" in argv for argv in seen] == [True, False, True]
+
+
+def test_demo_bad_eval_channel_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert demo.main(["--out", str(tmp_path / "d"), "--eval-channel", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: augmentation recipe 'nope'")
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_stages_use_existing_commands_and_options(
@@ -247,13 +313,21 @@ def test_demo_stages_use_existing_commands_and_options(
     for name, stage in demo.STAGES:
         if name != "curves":
             stage(cfg)
-    assert [argv[2] for argv in seen] == [
-        "pipelines.demo_corpus",
-        "featstore",
-        "trainer",
-        "trainer",
-        "trainer",
+    commands = [tuple(str(a) for a in argv[2:4]) for argv in seen]
+    assert commands[:2] == [("pipelines.demo_corpus", "--out"), ("featstore", "build")]
+    assert commands[2:] == [
+        *[("trainer", "fit")] * 3,
+        *[("trainer", "score")] * 6,
+        *[("trainer", "metrics")] * 3,
+        *[("trainer", "calibrate")] * 3,
+        ("trainer", "fuse"),
     ]
+    build = [str(a) for a in seen[1]]
+    assert build[build.index("--augment") + 1] == demo.DEFAULT_AUGMENT
+    fits = [[str(a) for a in argv] for argv in seen[2:5]]
+    assert [f[f.index("--views") + 1] for f in fits[:2]] == ["clean", "all"]
+    assert fits[2][fits[2].index("--components") + 1] == str(demo.GMM_COMPONENTS)
+    assert "--epochs" not in fits[2]  # the GMM has no epochs
     for argv in seen[1:]:
         tool, command = str(argv[2]), str(argv[3])
         text = _help(tool, command)
@@ -261,4 +335,4 @@ def test_demo_stages_use_existing_commands_and_options(
             assert re.search(rf"(?<![\w-]){re.escape(option)}\b", text), (tool, command, option)
     corpus_options = {str(a) for a in seen[0] if str(a).startswith("--")}
     known = {o for a in dc.build_parser()._actions for o in a.option_strings}
-    assert corpus_options <= known
+    assert corpus_options <= known and "--eval-channel" in corpus_options
