@@ -109,6 +109,57 @@ def commands_and_options(text: str) -> dict[tuple[str, str], set[str]]:
     return used
 
 
+def test_recipes_take_augment_views_gmms_and_fuse() -> None:
+    """Issue 13/14: augmented views with the field's defaults, GMM baselines, a fusion."""
+    defaults = {
+        "asvspoof2019_la.sh": ["AUGMENT=${AUGMENT-rawboost-5}"],
+        "asvspoof2021_la_df.sh": [
+            "AUGMENT=${AUGMENT-rawboost-5}",
+            "AUGMENT=${AUGMENT-rawboost-3|codec}",
+        ],
+    }
+    for name, settings in defaults.items():
+        text = (REPO / "pipelines" / name).read_text()
+        for setting in settings:
+            assert setting in text, (name, setting)
+        used = commands_and_options(text)
+        assert {"--augment", "--views"} <= used[("featstore", "build")], name
+        assert ("trainer", "fuse") in used and "GMMS=${GMMS-lfcc-gmm cqcc-gmm}" in text, name
+        assert "train " in text and "VIEWS" in text and "COMPONENTS" in text
+    common = commands_and_options(COMMON.read_text())
+    assert "--components" in common[("trainer", "fit")]
+
+
+def test_recipe_features_of_the_gmm_baselines() -> None:
+    script = f"source {COMMON}; features_for lcnn lfcc-gmm cqcc-gmm; is_gmm cqcc-gmm && echo gmm"
+    out = subprocess.run([BASH, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["lfcc,cqcc", "gmm"]
+
+
+def test_2021_recipe_augment_default_follows_the_tracks(tmp_path: Path) -> None:
+    recipe = (REPO / "pipelines" / "asvspoof2021_la_df.sh").read_text()
+    line = next(x for x in recipe.splitlines() if x.startswith("if [[ $TRACKS == LA ]]"))
+    for tracks, want in (
+        ("LA", "rawboost-5"),
+        ("LA DF", "rawboost-3|codec"),
+        ("DF", "rawboost-3|codec"),
+    ):
+        out = subprocess.run(
+            [BASH, "-c", f'{line}\necho "$AUGMENT"'],
+            capture_output=True,
+            text=True,
+            env={"TRACKS": tracks, "PATH": os.environ["PATH"]},
+        )
+        assert out.stdout.strip() == want, tracks
+    out = subprocess.run(
+        [BASH, "-c", f'{line}\necho "[$AUGMENT]"'],
+        capture_output=True,
+        text=True,
+        env={"TRACKS": "DF", "AUGMENT": "", "PATH": os.environ["PATH"]},
+    )
+    assert out.stdout.strip() == "[]"  # an explicit empty AUGMENT: no views
+
+
 def test_option_extraction_on_a_sample() -> None:
     sample = """
 # trainer fit --not-this
@@ -131,8 +182,10 @@ def test_recipe_uses_only_existing_commands_and_options(recipe: Path) -> None:
     used = commands_and_options(recipe.read_text())
     if recipe == COMMON:  # the recipes' shared training step
         assert set(used) == {("trainer", "fit")}
-    else:  # fit runs through COMMON's fit_model
-        assert ("featstore", "build") in used and "fit_model" in recipe.read_text()
+    else:  # fit runs through COMMON's fit_model (or train: fit_model or fit_gmm)
+        text = recipe.read_text()
+        assert ("featstore", "build") in used
+        assert "fit_model " in text or re.search(r"^\s*train \S", text, re.M)
         assert ("trainer", "score") in used and ("trainer", "metrics") in used
     for (tool, command), options in used.items():
         text = _help(tool, command)
@@ -160,6 +213,8 @@ def test_asvspoof2019_recipe_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         "WORKERS": "0",
         "DEVICE": "cpu",
         "FIT_ARGS": "--batch-size 4 --quiet",
+        "GMMS": "lfcc-gmm",
+        "COMPONENTS": "2",
     }
     if not (Path(bindir) / "featstore").exists():
         pytest.skip("the featstore/trainer console scripts are not installed")
@@ -179,6 +234,20 @@ def test_asvspoof2019_recipe_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         assert all(len(line.split()) == 6 for line in lines)
     assert (tmp_path / "work" / "results" / "lcnn_eval.json").is_file()
     assert (tmp_path / "work" / "results" / "lcnn_eval_det.png").is_file()
+    # the default AUGMENT (RawBoost-5) gave the store a view, the GMM baseline trained and
+    # scored, every system was calibrated and the two were fused
+    store = tmp_path / "work" / "store.zarr"
+    info = subprocess.run(
+        [str(Path(bindir) / "featstore"), "info", str(store)], capture_output=True, text=True
+    )
+    assert "rawboost-5" in info.stdout, info.stdout + info.stderr
+    results = tmp_path / "work" / "results"
+    assert (tmp_path / "work" / "runs" / "lfcc-gmm" / "scores_eval.txt").is_file()
+    for name in ("lcnn", "lfcc-gmm"):
+        assert (results / f"{name}_eval_calibrated.txt.json").is_file()
+    fused = json.loads((results / "fused_eval.txt.json").read_text())
+    assert fused["kind"] == "fusion" and len(fused["systems"]) == 2
+    assert (results / "fused_eval.json").is_file()
 
 
 # --- the demo driver --------------------------------------------------------------------------
