@@ -128,6 +128,8 @@ def test_recipes_take_augment_views_gmms_and_fuse() -> None:
         assert "train " in text and "VIEWS" in text and "COMPONENTS" in text
     common = commands_and_options(COMMON.read_text())
     assert "--components" in common[("trainer", "fit")]
+    replay = commands_and_options((REPO / "pipelines" / "asvspoof2017.sh").read_text())
+    assert {"--augment", "--views"} <= replay[("featstore", "build")]
 
 
 def test_recipe_features_of_the_gmm_baselines() -> None:
