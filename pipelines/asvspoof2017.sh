@@ -26,6 +26,9 @@ Environment variables (defaults in brackets):
   WORKERS    DataLoader workers [4]
   EPOCHS     training epochs [the trainer's default for each model]
   FIT_ARGS   extra 'trainer fit' options, e.g. "--balance" []
+  AUGMENT    augmentation recipe of the train split's augmented views ('featstore build
+             --augment'), e.g. "reverb|noise" [none: replay has no field-standard recipe]
+  VIEWS      augmented copies per training utterance, with AUGMENT [1]
 
 Outputs: WORK/store.zarr, WORK/runs/MODEL/scores_{dev,eval}.txt,
 WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
@@ -39,6 +42,7 @@ recipe_args "$@"
 DATA=$1
 WORK=${WORK:-work/asvspoof2017}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
+AUGMENT=${AUGMENT-}
 
 PROTOCOLS=$DATA/protocol_V2
 for d in "$PROTOCOLS" "$DATA/ASVspoof2017_V2_train" "$DATA/ASVspoof2017_V2_dev" \
@@ -51,9 +55,11 @@ FEATURES=$(features_for $MODELS)
 STORE=$WORK/store.zarr
 mkdir -p "$WORK/runs" "$WORK/results"
 
-echo "== features ($FEATURES) -> $STORE"
+aug=()
+[[ -n $AUGMENT && $AUGMENT != none ]] && aug=(--augment "$AUGMENT" --views "$VIEWS")
+echo "== features ($FEATURES${AUGMENT:+; $VIEWS view(s) of $AUGMENT on train}) -> $STORE"
 featstore build --manifest "$PROTOCOLS" --audio-root "$DATA" --out "$STORE" \
-    --features "$FEATURES" --jobs "$JOBS"
+    --features "$FEATURES" --jobs "$JOBS" ${aug[@]+"${aug[@]}"}
 featstore info "$STORE"
 
 for model in $MODELS; do

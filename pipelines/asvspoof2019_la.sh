@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# ASVspoof 2019 LA: features -> GRCNN (paper configuration) + VGG10/fbank and LCNN/lfcc
-# baselines -> dev and eval scores -> EER, min t-DCF (organisers' ASV scores), DET plots.
+# ASVspoof 2019 LA: features (+ RawBoost-augmented views of train) -> GRCNN (paper
+# configuration) + VGG10/fbank and LCNN/lfcc, and the organisers' LFCC-GMM and CQCC-GMM
+# baselines -> dev and eval scores -> EER, min t-DCF (organisers' ASV scores), DET plots ->
+# each system calibrated on dev, and all systems fused on dev (minDCF, actDCF, Cllr).
 #
 # Expected layout (the extracted LA.zip of the ASVspoof 2019 database):
 #   $DATA/LA/ASVspoof2019_LA_train/flac/LA_T_*.flac
@@ -22,6 +24,12 @@ Run the ASVspoof 2019 LA recipe on the database extracted under DATA (DATA/LA/..
 Environment variables (defaults in brackets):
   WORK       output directory [work/asvspoof2019_la]
   MODELS     models to train, space-separated [grcnn vgg10 lcnn]
+  GMMS       GMM baselines to train, space-separated; '' for none [lfcc-gmm cqcc-gmm]
+  COMPONENTS components per GMM of the baselines [512]
+  AUGMENT    augmentation recipe of the train split's augmented views ('featstore build
+             --augment'); '' or none for a clean store [rawboost-5: RawBoost LnL + ISD
+             in series, the usual choice for LA]
+  VIEWS      augmented copies per training utterance [1]
   JOBS       feature-extraction processes [number of CPUs]
   DEVICE     training/scoring device: auto, cpu, cuda, cuda:N [auto]
   WORKERS    DataLoader workers [4]
@@ -30,7 +38,9 @@ Environment variables (defaults in brackets):
   FIT_ARGS   extra 'trainer fit' options, e.g. "--batch-size 64 --patience 5" []
 
 Outputs: WORK/store.zarr, WORK/runs/MODEL/{best.pt,metrics.csv,scores_{dev,eval}.txt},
-WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png.
+WORK/results/MODEL_{dev,eval}.json and MODEL_eval_det.png,
+WORK/results/MODEL_eval_calibrated.txt(.json) and, with two systems or more,
+WORK/results/fused_eval.txt(.json), fused_eval.json and fused_eval_det.png.
 EOF
 }
 
@@ -42,7 +52,10 @@ DATA=$1
 LA=$DATA/LA
 WORK=${WORK:-work/asvspoof2019_la}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
+GMMS=${GMMS-lfcc-gmm cqcc-gmm}
+AUGMENT=${AUGMENT-rawboost-5}
 FORMAT=${FORMAT:-zarr}
+SYSTEMS="$MODELS $GMMS"
 
 PROTOCOLS=$LA/ASVspoof2019_LA_cm_protocols
 ASV_DEV=$LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt
@@ -54,20 +67,22 @@ for d in "$PROTOCOLS" "$LA/ASVspoof2019_LA_train/flac" "$LA/ASVspoof2019_LA_dev/
 done
 
 # shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
-FEATURES=$(features_for $MODELS)
+FEATURES=$(features_for $SYSTEMS)
 
 if [[ $FORMAT == hdf5 ]]; then STORE=$WORK/store.h5; else STORE=$WORK/store.zarr; fi
 mkdir -p "$WORK/runs" "$WORK/results"
 
-echo "== features ($FEATURES) -> $STORE"
+aug=()
+[[ -n $AUGMENT && $AUGMENT != none ]] && aug=(--augment "$AUGMENT" --views "$VIEWS")
+echo "== features ($FEATURES${AUGMENT:+; $VIEWS view(s) of $AUGMENT on train}) -> $STORE"
 featstore build --manifest "$PROTOCOLS" --audio-root "$LA" --out "$STORE" \
-    --features "$FEATURES" --jobs "$JOBS"
+    --features "$FEATURES" --jobs "$JOBS" ${aug[@]+"${aug[@]}"}
 featstore info "$STORE"
 
-for model in $MODELS; do
+for model in $SYSTEMS; do
     run=$WORK/runs/$model
     echo "== train $model -> $run"
-    fit_model "$STORE" "$model" "$run"
+    train "$STORE" "$model" "$run"
 
     for split in dev eval; do
         echo "== score $model on $split"
@@ -82,11 +97,25 @@ for model in $MODELS; do
         --json "$WORK/results/${model}_dev.json"
     trainer metrics "$run/scores_eval.txt" ${asv_eval[@]+"${asv_eval[@]}"} \
         --json "$WORK/results/${model}_eval.json" --det "$WORK/results/${model}_eval_det.png"
+
+    echo "== calibrate $model on dev"
+    trainer calibrate "$run/scores_dev.txt" --apply "$run/scores_eval.txt" \
+        --out "$WORK/results/${model}_eval_calibrated.txt"
 done
 
+devs=(); evals=()
+for model in $SYSTEMS; do
+    devs+=("$WORK/runs/$model/scores_dev.txt")
+    evals+=("$WORK/runs/$model/scores_eval.txt")
+done
+if ((${#evals[@]} >= 2)); then
+    echo "== fusion of $SYSTEMS, trained on dev"
+    trainer fuse "${devs[@]}" --apply "${evals[@]}" --out "$WORK/results/fused_eval.txt"
+    trainer metrics "$WORK/results/fused_eval.txt" --json "$WORK/results/fused_eval.json" \
+        --det "$WORK/results/fused_eval_det.png"
+fi
+
 echo "== all models on eval"
-evals=()
-for model in $MODELS; do evals+=("$WORK/runs/$model/scores_eval.txt"); done
 asv=(); [[ -f $ASV_EVAL ]] && asv=(--asv-scores "$ASV_EVAL")
 trainer metrics "${evals[@]}" ${asv[@]+"${asv[@]}"} --json "$WORK/results/all_eval.json" \
     --det "$WORK/results/all_eval_det.png"

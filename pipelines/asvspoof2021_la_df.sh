@@ -28,6 +28,12 @@ Environment variables (defaults in brackets):
   WORK           output directory [work/asvspoof2021]
   TRACKS         tracks to evaluate, space-separated [LA DF]
   MODELS         models to train, space-separated [grcnn vgg10 lcnn]
+  GMMS           GMM baselines to train, space-separated; '' for none [lfcc-gmm cqcc-gmm]
+  COMPONENTS     components per GMM of the baselines [512]
+  AUGMENT        augmentation recipe of the training store's augmented views ('featstore
+                 build --augment'); '' or none for a clean store [TRACKS=LA: rawboost-5;
+                 with DF: rawboost-3|codec (RawBoost-3 or a codec round trip per copy)]
+  VIEWS          augmented copies per training utterance [1]
   JOBS           feature-extraction processes [number of CPUs]
   DEVICE         training/scoring device: auto, cpu, cuda, cuda:N [auto]
   WORKERS        DataLoader workers [4]
@@ -36,7 +42,8 @@ Environment variables (defaults in brackets):
   ASV_SCORES_LA  2019-layout ASV scores of the 2021 LA trials, for t-DCF []
 
 Outputs: WORK/train.zarr (2019 train+dev), WORK/{LA,DF}_eval.zarr,
-WORK/runs/MODEL/scores_{LA,DF}_eval.txt, WORK/results/MODEL_{LA,DF}*.json and DET plots.
+WORK/runs/MODEL/scores_{dev,LA_eval,DF_eval}.txt, WORK/results/MODEL_{LA,DF}*.json and DET
+plots, WORK/results/fused_{LA,DF}_eval.txt(.json) and fused_{LA,DF}_eval.json.
 EOF
 }
 
@@ -49,7 +56,10 @@ LA19=$DATA/LA
 WORK=${WORK:-work/asvspoof2021}
 TRACKS=${TRACKS:-LA DF}
 MODELS=${MODELS:-grcnn vgg10 lcnn}
+GMMS=${GMMS-lfcc-gmm cqcc-gmm}
 ASV_SCORES_LA=${ASV_SCORES_LA:-}
+if [[ $TRACKS == LA ]]; then AUGMENT=${AUGMENT-rawboost-5}; else AUGMENT=${AUGMENT-rawboost-3|codec}; fi
+SYSTEMS="$MODELS $GMMS"
 
 PROTOCOLS=$LA19/ASVspoof2019_LA_cm_protocols
 for d in "$LA19/ASVspoof2019_LA_train/flac" "$LA19/ASVspoof2019_LA_dev/flac"; do
@@ -62,15 +72,19 @@ for track in $TRACKS; do
 done
 
 # shellcheck disable=SC2086  # MODELS is a space-separated list on purpose
-FEATURES=$(features_for $MODELS)
+FEATURES=$(features_for $SYSTEMS)
 mkdir -p "$WORK/runs" "$WORK/results" "$WORK/keys"
 
 # Training store: 2019 train and dev only (the 2019 eval protocol is left out).
-echo "== features ($FEATURES) of ASVspoof 2019 LA train+dev -> $WORK/train.zarr"
+aug=()
+[[ -n $AUGMENT && $AUGMENT != none ]] && aug=(--augment "$AUGMENT" --views "$VIEWS")
+echo "== features ($FEATURES${AUGMENT:+; $VIEWS view(s) of $AUGMENT on train}) of" \
+    "ASVspoof 2019 LA train+dev -> $WORK/train.zarr"
 featstore build \
     --manifest "$PROTOCOLS/ASVspoof2019.LA.cm.train.trn.txt" \
     --manifest "$PROTOCOLS/ASVspoof2019.LA.cm.dev.trl.txt" \
-    --audio-root "$LA19" --out "$WORK/train.zarr" --features "$FEATURES" --jobs "$JOBS"
+    --audio-root "$LA19" --out "$WORK/train.zarr" --features "$FEATURES" --jobs "$JOBS" \
+    ${aug[@]+"${aug[@]}"}
 
 # One evaluation store per track (split "eval", labels from the keys).
 for track in $TRACKS; do
@@ -83,10 +97,12 @@ for track in $TRACKS; do
         >"$WORK/keys/${track}_eval_subset.txt"
 done
 
-for model in $MODELS; do
+for model in $SYSTEMS; do
     run=$WORK/runs/$model
     echo "== train $model -> $run"
-    fit_model "$WORK/train.zarr" "$model" "$run"
+    train "$WORK/train.zarr" "$model" "$run"
+    echo "== score $model on 2019 dev (for the fusion)"
+    trainer score --run "$run" --split dev --device "$DEVICE"
 
     for track in $TRACKS; do
         scores=$run/scores_${track}_eval.txt
@@ -109,3 +125,20 @@ for model in $MODELS; do
             --det "$WORK/results/${model}_${track}_eval_det.png" ${asv[@]+"${asv[@]}"}
     done
 done
+
+read -r -a systems <<<"$SYSTEMS"
+if ((${#systems[@]} >= 2)); then
+    for track in $TRACKS; do
+        devs=(); evals=()
+        for model in $SYSTEMS; do
+            devs+=("$WORK/runs/$model/scores_dev.txt")
+            evals+=("$WORK/runs/$model/scores_${track}_eval.txt")
+        done
+        key=$DATA/keys/$track/CM/trial_metadata.txt
+        echo "== fusion of $SYSTEMS on 2021 $track, trained on 2019 dev"
+        trainer fuse "${devs[@]}" --apply "${evals[@]}" --eval-protocol "$key" \
+            --out "$WORK/results/fused_${track}_eval.txt"
+        trainer metrics "$WORK/results/fused_${track}_eval.txt" --protocol "$key" \
+            --by codec --json "$WORK/results/fused_${track}_eval.json"
+    done
+fi

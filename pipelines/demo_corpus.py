@@ -42,6 +42,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, sosfilt
 
+from featstore.augment import augment, parse_recipe
 from featstore.features.framing import frame_signal
 
 SAMPLE_RATE = 16000
@@ -74,6 +75,12 @@ EVAL_ATTACKS = ("A04", "A05", "A06")
 """Attacks in eval only (unseen in training)."""
 
 PROTOCOL_DIR = "ASVspoof2019_LA_cm_protocols"
+
+DEMO_EVAL_CHANNEL = "codec(codecs='mp3,opus,mulaw,alaw')+noise(snr_min=10,snr_max=30)"
+"""The eval-only channel ``make demo`` uses: a lossy codec round trip, then additive noise."""
+
+_EVAL_CHANNEL_STREAM = 0xEC
+"""Extra entropy word of the eval channel's random stream (kept apart from the utterance's)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,12 @@ class CorpusConfig:
         Range of the channel's low-pass cut-off (Hz), drawn per utterance for both classes.
     silence_s : tuple of float
         Range of the leading and trailing silence (s), drawn per utterance for both classes.
+    eval_channel : str
+        An augmentation recipe (``featstore build --augment`` syntax, e.g.
+        :data:`DEMO_EVAL_CHANNEL`) applied to every eval utterance, bona fide and spoof, after
+        the common channel: a channel never seen in training or dev. Its random draws come
+        from the utterance's own seed, so the corpus stays a function of the config.
+        Empty (the default): no eval channel, the files of earlier corpora.
     """
 
     seed: int = 0
@@ -139,6 +152,7 @@ class CorpusConfig:
     snr_db: tuple[float, float] = (20.0, 45.0)
     lowpass_hz: tuple[float, float] = (5000.0, 7800.0)
     silence_s: tuple[float, float] = (0.05, 0.35)
+    eval_channel: str = ""
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_dev", "n_eval"):
@@ -152,14 +166,23 @@ class CorpusConfig:
             raise ValueError("need 0.5 <= min_duration <= max_duration")
         if 2 * self.silence_s[1] > self.min_duration - 0.3:
             raise ValueError("silence_s too long for min_duration")
+        if self.eval_channel:
+            parse_recipe(self.eval_channel)  # ConfigError (a ValueError) names the fault
 
     def size(self, split: str) -> int:
         """Number of utterances in ``split``."""
         return int(getattr(self, f"n_{split}"))
 
     def to_json(self) -> dict:
-        """JSON-ready record (what ``corpus.json`` stores, with the generator version)."""
-        return {"generator_version": GENERATOR_VERSION, **asdict(self)}
+        """JSON-ready record (what ``corpus.json`` stores, with the generator version).
+
+        ``eval_channel`` is recorded only when set, so corpora written before it existed
+        (same files) are still reused.
+        """
+        record = {"generator_version": GENERATOR_VERSION, **asdict(self)}
+        if not self.eval_channel:
+            del record["eval_channel"]
+        return record
 
 
 @dataclass(frozen=True)
@@ -800,7 +823,37 @@ def render_utterance(plan: UtterancePlan, config: CorpusConfig) -> np.ndarray:
         speech = apply_attack(plan.system, speech, tracks, rng)
     trail = n_total - lead - speech.shape[0]
     x = _channel(speech, lead, trail, config, rng)
+    if config.eval_channel and plan.split == "eval":
+        x = eval_channel(x, plan, config.eval_channel)
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def eval_channel(x: np.ndarray, plan: UtterancePlan, recipe: str) -> np.ndarray:
+    """Pass one rendered utterance through the eval-only channel ``recipe``.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Float samples at 16 kHz in [-1, 1) (the output of the common channel).
+    plan : UtterancePlan
+        The utterance; its entropy (corpus seed, split, index) seeds the channel's draws on a
+        stream of their own, so the utterance's other draws do not change.
+    recipe : str
+        Augmentation recipe (see :func:`featstore.augment.parse_recipe`).
+
+    Returns
+    -------
+    np.ndarray
+        As many samples, in [-1, 1) (the augmentations scale rather than clip).
+
+    Examples
+    --------
+    >>> plan = plan_corpus(CorpusConfig(n_train=1, n_dev=1, n_eval=1))["eval"][0]
+    >>> eval_channel(np.zeros(1600), plan, "gain").shape
+    (1600,)
+    """
+    rng = np.random.default_rng([*plan.entropy, _EVAL_CHANNEL_STREAM])
+    return augment(np.asarray(x, dtype=np.float64), rng, parse_recipe(recipe))
 
 
 def _write_one(args: tuple[UtterancePlan, CorpusConfig, str]) -> None:
@@ -918,6 +971,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bonafide-fraction", type=float, default=d.bonafide_fraction)
     parser.add_argument("--min-duration", type=float, default=d.min_duration)
     parser.add_argument("--max-duration", type=float, default=d.max_duration)
+    parser.add_argument(
+        "--eval-channel",
+        default=d.eval_channel,
+        metavar="RECIPE",
+        help="augmentation recipe applied to the eval split only, a channel unseen in "
+        f"training (the demo uses {DEMO_EVAL_CHANNEL!r}) [none]",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     return parser
@@ -936,6 +996,7 @@ def main(argv: list[str] | None = None) -> int:
             bonafide_fraction=args.bonafide_fraction,
             min_duration=args.min_duration,
             max_duration=args.max_duration,
+            eval_channel=args.eval_channel,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

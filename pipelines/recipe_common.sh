@@ -18,6 +18,8 @@ DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-4}
 EPOCHS=${EPOCHS:-}
 FIT_ARGS=${FIT_ARGS:-}
+VIEWS=${VIEWS:-1}             # augmented copies per training utterance (with AUGMENT)
+COMPONENTS=${COMPONENTS:-512} # components per GMM of the GMM baselines (the official 512)
 
 # The store features model $1 reads (comma-separated).
 features_of() {
@@ -27,6 +29,8 @@ features_of() {
         grcnn-logmel) echo logmel ;;
         vgg10) echo fbank ;;
         lcnn) echo lfcc ;;
+        lfcc-gmm) echo lfcc ;;
+        cqcc-gmm) echo cqcc ;;
         *) echo "error: unknown model $1" >&2; exit 2 ;;
     esac
 }
@@ -45,4 +49,24 @@ fit_model() {
     # shellcheck disable=SC2206  # FIT_ARGS is split into options on purpose
     fit+=($FIT_ARGS)
     "${fit[@]}"
+}
+
+# is_gmm MODEL: whether MODEL is one of the official GMM baselines (no epochs, no device).
+is_gmm() {
+    [[ $1 == *-gmm ]]
+}
+
+# fit_gmm STORE MODEL RUN: train the GMM baseline MODEL (in one go; a finished run is kept).
+fit_gmm() {
+    local fit=(trainer fit "$1" --model "$2" --out "$3" --components "$COMPONENTS")
+    if [[ -f $3/last.pt ]]; then
+        echo "$3 already holds a trained $2; kept"
+        return 0
+    fi
+    "${fit[@]}"
+}
+
+# train STORE MODEL RUN: fit_gmm for the GMM baselines, fit_model for the networks.
+train() {
+    if is_gmm "$2"; then fit_gmm "$@"; else fit_model "$@"; fi
 }

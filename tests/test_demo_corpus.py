@@ -207,3 +207,62 @@ def test_spoofs_start_from_the_smoother_acoustic_model_voice() -> None:
     assert voice.jitter < 0.5 * speaker.jitter and voice.shimmer < 0.5 * speaker.shimmer
     assert voice.breathiness < speaker.breathiness
     assert (voice.f0_mean, voice.formant_scale) == (speaker.f0_mean, speaker.formant_scale)
+
+
+# --- the eval-only channel ----------------------------------------------------------------
+
+CHANNEL = dc.CorpusConfig(
+    seed=3, n_train=2, n_dev=2, n_eval=6, max_duration=1.5, eval_channel=dc.DEMO_EVAL_CHANNEL
+)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*.flac"))
+        if p.is_file()
+    }
+
+
+def test_eval_channel_changes_eval_only_and_is_byte_identical_whatever_the_jobs(
+    tmp_path: Path,
+) -> None:
+    plain = dc.CorpusConfig(**{**vars(CHANNEL), "eval_channel": ""})
+    dc.generate(tmp_path / "plain", plain, jobs=1)
+    dc.generate(tmp_path / "a", CHANNEL, jobs=1)
+    dc.generate(tmp_path / "b", CHANNEL, jobs=2)
+    a, b, base = (_files(tmp_path / n) for n in ("a", "b", "plain"))
+    assert a == b  # deterministic per seed, whatever the jobs
+    assert a.keys() == base.keys()
+    for rel, data in a.items():
+        if "_eval/" in rel:
+            assert data != base[rel], rel  # every eval utterance, bona fide and spoof
+        else:
+            assert data == base[rel], rel  # train and dev keep their channel
+    other = dc.CorpusConfig(**{**vars(CHANNEL), "seed": 4})
+    plan = dc.plan_corpus(other)["eval"][0]
+    assert dc.render_utterance(plan, other).shape == (round(plan.duration * 16000),)
+
+
+def test_eval_channel_keeps_length_and_level() -> None:
+    plan = dc.plan_corpus(CHANNEL)["eval"][0]
+    plain = dc.CorpusConfig(**{**vars(CHANNEL), "eval_channel": ""})
+    x = dc.render_utterance(plan, plain).astype(float)
+    y = dc.render_utterance(plan, CHANNEL).astype(float)
+    assert x.shape == y.shape
+    assert np.corrcoef(x, y)[0, 1] > 0.3  # the same utterance, aligned, through a channel
+    assert np.array_equal(y, dc.render_utterance(plan, CHANNEL))
+
+
+def test_eval_channel_is_recorded_only_when_set() -> None:
+    assert "eval_channel" not in dc.CorpusConfig().to_json()  # older corpora are reused
+    assert CHANNEL.to_json()["eval_channel"] == dc.DEMO_EVAL_CHANNEL
+
+
+def test_bad_eval_channel_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        dc.CorpusConfig(eval_channel="no-such-thing")
+    assert dc.main(["--out", str(tmp_path), "--eval-channel", "noise(snr_mni=3)"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing written

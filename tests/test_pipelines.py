@@ -7,6 +7,7 @@ recipe also runs end to end on a tiny synthetic corpus in the official layout.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = REPO / "pipelines" / "recipe_common.sh"  # sourced by the recipes, not run
 RECIPES = sorted(p for p in (REPO / "pipelines").glob("*.sh") if p != COMMON)
 BASH = shutil.which("bash")
-COMMAND = re.compile(r"\b(featstore|trainer) (build|info|verify|features|fit|score|metrics)\b")
+COMMAND = re.compile(
+    r"\b(featstore|trainer) (build|info|verify|features|fit|score|metrics|calibrate|fuse)\b"
+)
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 ARRAY = re.compile(r"\b(\w+)\+?=\(([^()]*)\)")
 EXPANSION = re.compile(r"\$\{(\w+)\[@\]")
@@ -106,6 +109,59 @@ def commands_and_options(text: str) -> dict[tuple[str, str], set[str]]:
     return used
 
 
+def test_recipes_take_augment_views_gmms_and_fuse() -> None:
+    """Issue 13/14: augmented views with the field's defaults, GMM baselines, a fusion."""
+    defaults = {
+        "asvspoof2019_la.sh": ["AUGMENT=${AUGMENT-rawboost-5}"],
+        "asvspoof2021_la_df.sh": [
+            "AUGMENT=${AUGMENT-rawboost-5}",
+            "AUGMENT=${AUGMENT-rawboost-3|codec}",
+        ],
+    }
+    for name, settings in defaults.items():
+        text = (REPO / "pipelines" / name).read_text()
+        for setting in settings:
+            assert setting in text, (name, setting)
+        used = commands_and_options(text)
+        assert {"--augment", "--views"} <= used[("featstore", "build")], name
+        assert ("trainer", "fuse") in used and "GMMS=${GMMS-lfcc-gmm cqcc-gmm}" in text, name
+        assert "train " in text and "VIEWS" in text and "COMPONENTS" in text
+    common = commands_and_options(COMMON.read_text())
+    assert "--components" in common[("trainer", "fit")]
+    replay = commands_and_options((REPO / "pipelines" / "asvspoof2017.sh").read_text())
+    assert {"--augment", "--views"} <= replay[("featstore", "build")]
+
+
+def test_recipe_features_of_the_gmm_baselines() -> None:
+    script = f"source {COMMON}; features_for lcnn lfcc-gmm cqcc-gmm; is_gmm cqcc-gmm && echo gmm"
+    out = subprocess.run([BASH, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["lfcc,cqcc", "gmm"]
+
+
+def test_2021_recipe_augment_default_follows_the_tracks(tmp_path: Path) -> None:
+    recipe = (REPO / "pipelines" / "asvspoof2021_la_df.sh").read_text()
+    line = next(x for x in recipe.splitlines() if x.startswith("if [[ $TRACKS == LA ]]"))
+    for tracks, want in (
+        ("LA", "rawboost-5"),
+        ("LA DF", "rawboost-3|codec"),
+        ("DF", "rawboost-3|codec"),
+    ):
+        out = subprocess.run(
+            [BASH, "-c", f'{line}\necho "$AUGMENT"'],
+            capture_output=True,
+            text=True,
+            env={"TRACKS": tracks, "PATH": os.environ["PATH"]},
+        )
+        assert out.stdout.strip() == want, tracks
+    out = subprocess.run(
+        [BASH, "-c", f'{line}\necho "[$AUGMENT]"'],
+        capture_output=True,
+        text=True,
+        env={"TRACKS": "DF", "AUGMENT": "", "PATH": os.environ["PATH"]},
+    )
+    assert out.stdout.strip() == "[]"  # an explicit empty AUGMENT: no views
+
+
 def test_option_extraction_on_a_sample() -> None:
     sample = """
 # trainer fit --not-this
@@ -128,8 +184,10 @@ def test_recipe_uses_only_existing_commands_and_options(recipe: Path) -> None:
     used = commands_and_options(recipe.read_text())
     if recipe == COMMON:  # the recipes' shared training step
         assert set(used) == {("trainer", "fit")}
-    else:  # fit runs through COMMON's fit_model
-        assert ("featstore", "build") in used and "fit_model" in recipe.read_text()
+    else:  # fit runs through COMMON's fit_model (or train: fit_model or fit_gmm)
+        text = recipe.read_text()
+        assert ("featstore", "build") in used
+        assert "fit_model " in text or re.search(r"^\s*train \S", text, re.M)
         assert ("trainer", "score") in used and ("trainer", "metrics") in used
     for (tool, command), options in used.items():
         text = _help(tool, command)
@@ -157,6 +215,8 @@ def test_asvspoof2019_recipe_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         "WORKERS": "0",
         "DEVICE": "cpu",
         "FIT_ARGS": "--batch-size 4 --quiet",
+        "GMMS": "lfcc-gmm",
+        "COMPONENTS": "2",
     }
     if not (Path(bindir) / "featstore").exists():
         pytest.skip("the featstore/trainer console scripts are not installed")
@@ -176,6 +236,20 @@ def test_asvspoof2019_recipe_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         assert all(len(line.split()) == 6 for line in lines)
     assert (tmp_path / "work" / "results" / "lcnn_eval.json").is_file()
     assert (tmp_path / "work" / "results" / "lcnn_eval_det.png").is_file()
+    # the default AUGMENT (RawBoost-5) gave the store a view, the GMM baseline trained and
+    # scored, every system was calibrated and the two were fused
+    store = tmp_path / "work" / "store.zarr"
+    info = subprocess.run(
+        [str(Path(bindir) / "featstore"), "info", str(store)], capture_output=True, text=True
+    )
+    assert "rawboost-5" in info.stdout, info.stdout + info.stderr
+    results = tmp_path / "work" / "results"
+    assert (tmp_path / "work" / "runs" / "lfcc-gmm" / "scores_eval.txt").is_file()
+    for name in ("lcnn", "lfcc-gmm"):
+        assert (results / f"{name}_eval_calibrated.txt.json").is_file()
+    fused = json.loads((results / "fused_eval.txt.json").read_text())
+    assert fused["kind"] == "fusion" and len(fused["systems"]) == 2
+    assert (results / "fused_eval.json").is_file()
 
 
 # --- the demo driver --------------------------------------------------------------------------
@@ -233,7 +307,70 @@ def test_demo_summary_reads_the_metrics_json(tmp_path: Path) -> None:
         '{"eer": 0.125, "per_attack": {"A04": {"eer": 0.1}, "A05": {"eer": 0.2}}}'
     )
     text = demo.summary(demo.DemoConfig(out=tmp_path), {"corpus": 1.0, "fit": 2.0})
-    assert "12.50 %" in text and "A05: 20.00 %" in text and "total" in text
+    assert "12.50" in text and "20.00" in text and "total" in text
+    assert "lcnn-aug" in text  # the main system's column
+
+
+def _sidecar(path: Path, eval_before: float, eval_after: float) -> None:
+    def m(eer: float) -> dict:
+        return {"eer": eer, "mindcf": 0.5, "actdcf": 0.75, "cllr": 0.875}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"metrics": {"eval": {"before": [m(eval_before)], "after": m(eval_after)}}}
+    Path(str(path) + ".json").write_text(json.dumps(record))
+
+
+def test_demo_summary_shows_clean_beside_augmented_and_the_fusion(tmp_path: Path) -> None:
+    cfg = demo.DemoConfig(out=tmp_path)
+    assert [s.name for s in cfg.systems] == ["lcnn-clean", "lcnn-aug", "lfcc-gmm"]
+    assert [s.name for s in cfg.fused_systems] == ["lcnn-aug", "lfcc-gmm"]
+    for system, eer in zip(cfg.systems, (0.4, 0.2, 0.3), strict=True):
+        record = {"eer": eer, "per_attack": {"A04": {"eer": eer / 2}}}
+        demo.metrics_json(cfg, system).write_text(json.dumps(record))
+        _sidecar(cfg.calibrated(system), eer, eer)
+    _sidecar(cfg.fused, 0.5, 0.125)
+    text = demo.summary(cfg, {"fit": 1.0})
+    lines = text.splitlines()
+    header = next(line for line in lines if "lcnn-clean" in line and "lcnn-aug" in line)
+    assert header.split() == ["attack", "lcnn-clean", "lcnn-aug", "lfcc-gmm"]
+    assert next(line for line in lines if line.split()[:1] == ["A04"]).split()[1:] == [
+        "20.00",
+        "10.00",
+        "15.00",
+    ]
+    assert "unseen in training: codec" in text  # the eval channel is named
+    fused = next(line for line in lines if line.strip().startswith("fused"))
+    assert fused.split()[-4:] == ["12.50", "0.5000", "0.7500", "0.8750"]
+    assert any(line.strip().startswith("lcnn-aug (cal)") for line in lines)
+
+
+def test_demo_without_augmentation_or_gmm_trains_one_system(tmp_path: Path) -> None:
+    cfg = demo.DemoConfig(out=tmp_path, augment="", gmm_components=0)
+    assert [s.name for s in cfg.systems] == ["lcnn-clean"]
+    assert cfg.fused_systems == () and cfg.main_system.name == "lcnn-clean"
+    assert "--augment" not in demo._build_args(cfg)
+
+
+def test_demo_rebuilds_a_store_of_another_build_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo, "run_command", lambda argv, **kw: seen.append(list(argv)) or 0.0)
+    monkeypatch.setattr(demo, "_store_matches", lambda *a: True)
+    cfg = demo.DemoConfig(out=tmp_path)
+    cfg.store.mkdir(parents=True)
+    demo.stage_features(cfg)  # no stamp: rebuilt
+    demo.stage_features(cfg)  # same command: reused
+    demo.stage_features(demo.DemoConfig(out=tmp_path, views=2))  # other views: rebuilt
+    assert ["--overwrite" in argv for argv in seen] == [True, False, True]
+
+
+def test_demo_bad_eval_channel_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert demo.main(["--out", str(tmp_path / "d"), "--eval-channel", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: augmentation recipe 'nope'")
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_stages_use_existing_commands_and_options(
@@ -247,13 +384,21 @@ def test_demo_stages_use_existing_commands_and_options(
     for name, stage in demo.STAGES:
         if name != "curves":
             stage(cfg)
-    assert [argv[2] for argv in seen] == [
-        "pipelines.demo_corpus",
-        "featstore",
-        "trainer",
-        "trainer",
-        "trainer",
+    commands = [tuple(str(a) for a in argv[2:4]) for argv in seen]
+    assert commands[:2] == [("pipelines.demo_corpus", "--out"), ("featstore", "build")]
+    assert commands[2:] == [
+        *[("trainer", "fit")] * 3,
+        *[("trainer", "score")] * 6,
+        *[("trainer", "metrics")] * 3,
+        *[("trainer", "calibrate")] * 3,
+        ("trainer", "fuse"),
     ]
+    build = [str(a) for a in seen[1]]
+    assert build[build.index("--augment") + 1] == demo.DEFAULT_AUGMENT
+    fits = [[str(a) for a in argv] for argv in seen[2:5]]
+    assert [f[f.index("--views") + 1] for f in fits[:2]] == ["clean", "all"]
+    assert fits[2][fits[2].index("--components") + 1] == str(demo.GMM_COMPONENTS)
+    assert "--epochs" not in fits[2]  # the GMM has no epochs
     for argv in seen[1:]:
         tool, command = str(argv[2]), str(argv[3])
         text = _help(tool, command)
@@ -261,4 +406,4 @@ def test_demo_stages_use_existing_commands_and_options(
             assert re.search(rf"(?<![\w-]){re.escape(option)}\b", text), (tool, command, option)
     corpus_options = {str(a) for a in seen[0] if str(a).startswith("--")}
     known = {o for a in dc.build_parser()._actions for o in a.option_strings}
-    assert corpus_options <= known
+    assert corpus_options <= known and "--eval-channel" in corpus_options
