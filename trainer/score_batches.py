@@ -16,7 +16,7 @@ Exact batching
     * the GRCNN cuts its input into whole windows of ``window`` frames every ``hop`` frames and
       ignores the frames after the last whole window, so a segment of ``T`` frames is read as
       its first ``window + (n_windows(T) - 1) * hop`` frames: all utterances with the same
-      number of windows share batches (ASVspoof utterances of 3-4 s fall in ~10 groups);
+      number of windows share batches (utterances of 3-4 s at a 10 ms hop: 11 window counts);
     * other whole-utterance models (LCNN: its 'same' convolutions see every frame) batch only
       segments of exactly equal length.
 
