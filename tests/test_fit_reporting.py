@@ -272,7 +272,7 @@ def test_too_big_a_batch_on_cpu_warns_with_a_batch_size(monkeypatch):
     with pytest.warns(UserWarning, match=r"needs about 12\.2 GB.*8\.0 GB is available; try "):
         trainer.training._warn_if_batch_too_big(cfg)
     fits = memory.fitting_batch_size("grcnn", 256, 0.9 * 8e9)
-    with pytest.warns(UserWarning, match=f"--batch-size {fits}$"):
+    with pytest.warns(UserWarning, match=f"--batch-size {fits}(,|$)"):
         trainer.training._warn_if_batch_too_big(cfg)
     monkeypatch.setattr(memory, "available_memory", lambda: 500_000_000)
     with pytest.warns(UserWarning, match="even --batch-size 1 may not fit"):
