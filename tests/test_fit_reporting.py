@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -272,14 +273,21 @@ def test_too_big_a_batch_on_cpu_warns_with_a_batch_size(monkeypatch):
     with pytest.warns(UserWarning, match=r"needs about 12\.2 GB.*8\.0 GB is available; try "):
         trainer.training._warn_if_batch_too_big(cfg)
     fits = memory.fitting_batch_size("grcnn", 256, 0.9 * 8e9)
-    with pytest.warns(UserWarning, match=f"--batch-size {fits}(,|$)"):
+    with pytest.warns(UserWarning, match=f"--batch-size {fits}, or --checkpoint-windows$"):
         trainer.training._warn_if_batch_too_big(cfg)
     monkeypatch.setattr(memory, "available_memory", lambda: 500_000_000)
     with pytest.warns(UserWarning, match="even --batch-size 1 may not fit"):
         trainer.training._warn_if_batch_too_big(cfg)
-    monkeypatch.setattr(memory, "available_memory", lambda: 64_000_000_000)
     import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # checkpointed windows: the estimate (all activations kept) does not apply
+        trainer.training._warn_if_batch_too_big(replace(cfg, checkpoint_windows=True))
+    monkeypatch.setattr(memory, "available_memory", lambda: 64_000_000_000)
+    lcnn = FitConfig(store="s", model="lcnn", batch_size=4096, crop_frames=400)
+    with pytest.warns(UserWarning, match=r"try --batch-size \d+$"):  # no checkpointing there
+        trainer.training._warn_if_batch_too_big(lcnn)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         trainer.training._warn_if_batch_too_big(cfg)  # fits: no warning
