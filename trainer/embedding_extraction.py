@@ -48,6 +48,7 @@ from trainer.scoring import (
     _check_settings,
     _load_model,
     _LoadedModel,
+    _location,
     _open_matching_store,
     _resolve_run,
     _TrainedRun,
@@ -204,11 +205,6 @@ def default_embedding_path(trained: _TrainedRun, st: Any, split: str) -> Path:
         name = name.removesuffix(suffix)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "store"
     return trained.run / f"embeddings_{name}_{split}.zarr"
-
-
-def _location(path: str) -> str:
-    """Absolute local path; URLs and ``"checkpoint"`` as they are."""
-    return path if path == "checkpoint" or "://" in path else os.path.abspath(path)
 
 
 def _refuse_overwrite(

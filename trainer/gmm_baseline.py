@@ -660,18 +660,16 @@ def score_run(
     phases of :mod:`trainer.scoring`); utterances without frames get 0 and are named in a
     warning and the sidecar, like quarantined ones.
     """
-    import hashlib
-    import json
     import warnings
 
-    import torch
-
-    from featstore._version import __version__
-    from featstore.atomic_files import write_bytes_atomic
     from featstore.errors import StoreError
-    from trainer.errors import ScoreFileError
-    from trainer.scorefiles import write_score_file
-    from trainer.scoring import _open_matching_store, _select_split
+    from trainer.scoring import (
+        _default_score_path,
+        _open_matching_store,
+        _refuse_foreign_overwrite,
+        _select_split,
+        write_scores_with_provenance,
+    )
 
     baseline = load_baseline(trained)
     st = _open_matching_store(trained, store, force, cache_dir)
@@ -705,49 +703,18 @@ def score_run(
             f"store was built and have no score (e.g. {quarantined[0]}; see featstore info)",
             stacklevel=3,
         )
-    out_path = Path(out) if out is not None else trained.run / f"scores_{split}.txt"
-    labels = target.labels
-    keys = np.where(labels == 1, "bonafide", np.where(labels == 0, "spoof", "-"))
-    write_score_file(
-        out_path,
-        target.utt_ids,
-        scores,
-        format=target.format,
-        speakers=target.speakers,
-        systems=target.systems,
-        keys=[str(k) for k in keys],
-    )
-    want = trained.record.store.fingerprint
+    out_path = Path(out) if out is not None else _default_score_path(trained, st, split)
+    if not force:
+        _refuse_foreign_overwrite(out_path, trained, st, split)
     n = len(target.utt_ids)
-    provenance = {
-        "score_file": os.path.abspath(out_path),
-        "format": target.format,
-        "sha256": hashlib.sha256(out_path.read_bytes()).hexdigest(),
-        "run": os.path.abspath(trained.run),
-        "checkpoint": {
-            "path": os.path.abspath(trained.checkpoint_path),
-            "epoch": trained.checkpoint.epoch,
-            "dev_eer": trained.checkpoint.dev_eer
-            if math.isfinite(trained.checkpoint.dev_eer)
-            else None,
-        },
-        "store": {
-            "path": st.path if "://" in st.path else os.path.abspath(st.path),
-            "fingerprint": st.fingerprint,
-            "run_fingerprint": want,
-            "forced": st.fingerprint != want,
-        },
+    details = {
         "normalisation": "checkpoint",
-        "split": split,
         "model": {
             "name": trained.record.model.name,
             "kwargs": dict(trained.record.model.kwargs),
             "eval_window": None,
             "eval_hop": None,
         },
-        "n_utterances": n,
-        "n_bonafide": int(np.count_nonzero(labels == 1)),
-        "n_spoof": int(np.count_nonzero(labels == 0)),
         "unscored": unscored,
         "quarantined": quarantined,
         "score": "mean frame log p(x|bona fide GMM) - log p(x|spoof GMM) (natural-log LLR)",
@@ -756,14 +723,7 @@ def score_run(
         "batch_size": None,
         "seconds": round(seconds, 3),
         "utterances_per_s": round(n / seconds, 2) if seconds > 0 else None,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "version": __version__,
-        "torch": str(torch.__version__),
     }
-    sidecar = out_path.with_name(out_path.name + ".json")
-    try:
-        write_bytes_atomic(sidecar, (json.dumps(provenance, indent=2) + "\n").encode("utf-8"))
-    except OSError as exc:
-        raise ScoreFileError(sidecar, f"cannot write: {exc.strerror or exc}") from None
+    write_scores_with_provenance(out_path, trained, st, target, scores, details)
     log(f"scored {n} utterances of {split!r} in {seconds:.1f} s with the GMM baseline")
     return out_path

@@ -636,20 +636,60 @@ def _write_with_provenance(
     result: _Inference,
     precision: str,
 ) -> None:
-    """The score file, then its ``.json`` sidecar (what was scored, with what, how fast)."""
+    """The score file and its sidecar, with how the network scored the split."""
+    n, seconds = len(target.utt_ids), result.seconds
+    details = {
+        "normalisation": _location(model.norm_source),
+        "model": {
+            "name": trained.record.model.name,
+            "kwargs": dict(trained.record.model.kwargs),
+            "eval_window": model.net.eval_window,
+            "eval_hop": model.net.eval_hop,
+        },
+        "eval_mode": plan.eval_mode,
+        "fixed_frames": plan.fixed_length,
+        "max_frames": plan.max_frames,
+        "windowed": plan.windowed,
+        "batching": "exact: segments of one input length after the model's own trimming",
+        "n_batches": len(plan.dataset),
+        "unscored": result.unscored,
+        "quarantined": result.quarantined,
+        "score": "logits[:, 1] - logits[:, 0] (natural-log LLR, bona fide vs spoof)",
+        "device": str(model.device),
+        "precision": precision,
+        "batch_size": model.batch_size,
+        "seconds": round(seconds, 3),
+        "utterances_per_s": round(n / seconds, 2) if seconds > 0 else None,
+    }
+    write_scores_with_provenance(out_path, trained, st, target, result.scores, details)
+
+
+def write_scores_with_provenance(
+    out_path: Path,
+    trained: _TrainedRun,
+    st: Any,
+    target: _Split,
+    scores: np.ndarray,
+    details: dict[str, Any],
+) -> None:
+    """The score file, then its ``.json`` sidecar.
+
+    The sidecar holds what every scorer records (file digest, run, checkpoint, store and its
+    fingerprint, split, counts, versions) followed by ``details``: how this kind of model
+    scored (model settings, device, timings, unscored and quarantined utterances).
+    """
     labels = target.labels
     keys = np.where(labels == 1, "bonafide", np.where(labels == 0, "spoof", "-"))
     write_score_file(
         out_path,
         target.utt_ids,
-        result.scores,
+        scores,
         format=target.format,
         speakers=target.speakers,
         systems=target.systems,
         keys=[str(k) for k in keys],
     )
     want = trained.record.store.fingerprint
-    n, seconds = len(target.utt_ids), result.seconds
     provenance = {
         "score_file": os.path.abspath(out_path),
         "format": target.format,
@@ -666,31 +706,11 @@ def _write_with_provenance(
             "run_fingerprint": want,
             "forced": st.fingerprint != want,
         },
-        "normalisation": _location(model.norm_source),
         "split": target.name,
-        "model": {
-            "name": trained.record.model.name,
-            "kwargs": dict(trained.record.model.kwargs),
-            "eval_window": model.net.eval_window,
-            "eval_hop": model.net.eval_hop,
-        },
-        "n_utterances": n,
+        "n_utterances": len(target.utt_ids),
         "n_bonafide": int(np.count_nonzero(labels == 1)),
         "n_spoof": int(np.count_nonzero(labels == 0)),
-        "eval_mode": plan.eval_mode,
-        "fixed_frames": plan.fixed_length,
-        "max_frames": plan.max_frames,
-        "windowed": plan.windowed,
-        "batching": "exact: segments of one input length after the model's own trimming",
-        "n_batches": len(plan.dataset),
-        "unscored": result.unscored,
-        "quarantined": result.quarantined,
-        "score": "logits[:, 1] - logits[:, 0] (natural-log LLR, bona fide vs spoof)",
-        "device": str(model.device),
-        "precision": precision,
-        "batch_size": model.batch_size,
-        "seconds": round(seconds, 3),
-        "utterances_per_s": round(n / seconds, 2) if seconds > 0 else None,
+        **details,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "version": __version__,
         "torch": str(torch.__version__),
