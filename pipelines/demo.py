@@ -111,9 +111,9 @@ class DemoConfig:
         default_factory=lambda: CorpusConfig(eval_channel=DEMO_EVAL_CHANNEL)
     )
     model: str = DEFAULT_MODEL
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 16
-    crop_frames: int = 200
+    crop_frames: int = 160
     seed: int = 0
     jobs: int = 2
     workers: int = 1
