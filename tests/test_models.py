@@ -421,6 +421,29 @@ def test_maxout_is_max_of_adjacent_pairs(batch, pairs, length, seed):
     torch.testing.assert_close(maxout(x), torch.maximum(x[:, 0::2], x[:, 1::2]), rtol=0, atol=0)
 
 
+def _maxout_by_max(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The definition: unflatten the pairs and take ``max`` over each (first index on ties)."""
+    return x.unflatten(dim, (x.shape[dim] // 2, 2)).max(dim=dim + 1).values
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [1, -1])
+def test_maxout_values_and_gradients_equal_the_max_definition(dtype, dim):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 5, 4, generator=g).round().to(dtype)  # rounded: many exact ties
+    x[0, :2] = 0.0  # whole tied channel pairs
+    x_ref = x.clone().requires_grad_()
+    x_new = x.clone().requires_grad_()
+    ref, new = _maxout_by_max(x_ref, dim % 4), maxout(x_new, dim)
+    assert torch.equal(ref, new)
+    upstream = torch.randn(ref.shape, generator=g).to(dtype)
+    ref.backward(upstream)
+    new.backward(upstream)
+    assert torch.equal(x_ref.grad, x_new.grad)  # a tie's gradient goes to the first, as in max
+    with torch.no_grad():
+        assert torch.equal(maxout(x, dim), ref.detach())
+
+
 # --- chosen features as input channels --------------------------------------------------------
 
 
