@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -285,20 +286,61 @@ def models_cmd() -> None:
         click.echo(f"{name:{width}s}  {','.join(spec.features):12s}  {spec.description}")
 
 
-# --- score ------------------------------------------------------------------------------------
+# --- options shared by score, embed and predict -----------------------------------------------
 
 
-@cli.command("score")
-@click.option(
+def _all_of(*decorators: Callable) -> Callable:
+    """One decorator applying ``decorators`` in order (the options show in this order)."""
+
+    def apply(function: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+_run_option = click.option(
     "--run",
     default=None,
     help="Run directory [default: the one under ./runs whose checkpoint was written last].",
 )
-@click.option("--split", default="eval", show_default=True, help="Store split to score.")
-@click.option("--store", default=None, help="Feature store [default: the run's training store].")
-@click.option(
+_checkpoint_option = click.option(
     "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
 )
+_store_option = click.option(
+    "--store", default=None, help="Feature store [default: the run's training store]."
+)
+_forward_pass_options = _all_of(
+    click.option("--batch-size", type=int, default=None, help="Segments per forward pass."),
+    click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]."),
+    click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16", "fp16"]),
+        default="fp32",
+        show_default=True,
+        help="Autocast precision of the forward passes.",
+    ),
+)
+_workers_option = click.option(
+    "--workers", type=int, default=0, show_default=True, help="DataLoader workers."
+)
+_quiet_option = click.option("--quiet", is_flag=True, help="No progress output.")
+_verify_option = click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the store's checksums first (featstore verify); refuse it on problems.",
+)
+
+
+# --- score ------------------------------------------------------------------------------------
+
+
+@cli.command("score")
+@_run_option
+@click.option("--split", default="eval", show_default=True, help="Store split to score.")
+@_store_option
+@_checkpoint_option
 @click.option(
     "--out",
     default=None,
@@ -312,15 +354,7 @@ def models_cmd() -> None:
     default=None,
     help="Layout [default: asvspoof2019; asvspoof2021 for a split without keys].",
 )
-@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast precision of the forward passes.",
-)
+@_forward_pass_options
 @click.option(
     "--eval-mode",
     type=click.Choice(["full", "fixed"]),
@@ -336,19 +370,15 @@ def models_cmd() -> None:
     help="Longest segment scored in one pass: longer utterances get the mean score of "
     "MAX_FRAMES-frame windows (listed in the sidecar). Bounds memory.",
 )
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@_workers_option
 @click.option(
     "--force",
     is_flag=True,
     help="Score a store whose fingerprint differs; replace an --out file of another run, store "
     "or split.",
 )
-@click.option("--quiet", is_flag=True, help="No progress output.")
-@click.option(
-    "--verify",
-    is_flag=True,
-    help="Check the store's checksums first (featstore verify); refuse it on problems.",
-)
+@_quiet_option
+@_verify_option
 def score_cmd(format_: str | None, quiet: bool, **options) -> None:
     """Score every utterance of a store split with a trained run into one score file.
 
@@ -661,44 +691,26 @@ def backend_score_cmd(
 
 
 @cli.command("embed")
-@click.option(
-    "--run",
-    default=None,
-    help="Run directory [default: the one under ./runs whose checkpoint was written last].",
-)
+@_run_option
 @click.option("--split", default="eval", show_default=True, help="Store split to embed.")
-@click.option("--store", default=None, help="Feature store [default: the run's training store].")
-@click.option(
-    "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
-)
+@_store_option
+@_checkpoint_option
 @click.option(
     "--out",
     default=None,
     help="Embedding file, .npz by suffix, else Zarr [default: <run>/embeddings_<split>.zarr; "
     "<run>/embeddings_<storename>_<split>.zarr for a store other than the run's].",
 )
-@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast precision of the forward passes.",
-)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@_forward_pass_options
+@_workers_option
 @click.option(
     "--force",
     is_flag=True,
     help="Embed a store whose fingerprint differs; replace an --out file of another run, "
     "store or split.",
 )
-@click.option("--quiet", is_flag=True, help="No progress output.")
-@click.option(
-    "--verify",
-    is_flag=True,
-    help="Check the store's checksums first (featstore verify); refuse it on problems.",
-)
+@_quiet_option
+@_verify_option
 def embed_cmd(quiet: bool, **options) -> None:
     """Write the utterance embeddings of a store split (the input of the model's last linear
     layer; the mean over windows for windowed models) with their ids, labels and attacks, in
@@ -723,14 +735,8 @@ def embed_cmd(quiet: bool, **options) -> None:
 
 @cli.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--run",
-    default=None,
-    help="Run directory [default: the one under ./runs whose checkpoint was written last].",
-)
-@click.option(
-    "--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path."
-)
+@_run_option
+@_checkpoint_option
 @click.option(
     "--store",
     default=None,
@@ -753,15 +759,7 @@ def embed_cmd(quiet: bool, **options) -> None:
     help="Label bonafide at or above this score [default: the ASVspoof 5 Bayes threshold "
     "-ln 1.9 = -0.642, for calibrated LLRs].",
 )
-@click.option("--batch-size", type=int, default=None, help="Segments per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N].")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast precision of the forward passes.",
-)
+@_forward_pass_options
 @click.option(
     "--eval-mode",
     type=click.Choice(["full", "fixed"]),
@@ -776,7 +774,7 @@ def embed_cmd(quiet: bool, **options) -> None:
     show_default=True,
     help="Longest segment scored in one pass; longer files get the mean over windows.",
 )
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@_quiet_option
 def predict_cmd(
     paths: tuple[str, ...], out: str | None, format_: str, quiet: bool, **options
 ) -> int:
