@@ -244,7 +244,7 @@ def _check_embeds(net: torch.nn.Module, name: str) -> None:
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_embeddings(
     model: _LoadedModel,
     split: str,

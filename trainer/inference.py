@@ -118,7 +118,7 @@ def build_trained_model(
     return net
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: nn.Module,
     normalizer: FeatureNormalizer,

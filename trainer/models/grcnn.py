@@ -84,6 +84,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainer.models.maxout import maxout
+from trainer.models.pooling import max_pool2d
 from trainer.models.registry import CountermeasureModel, ModelConfigError
 
 WINDOW = 32
@@ -339,9 +340,9 @@ class GRCNNStream(nn.Module):
         for i, cell in enumerate(self.cells):
             if i < last:
                 out = cell(seq)
-                seq = F.max_pool2d(out.flatten(0, 1), (2, 1)).unflatten(0, out.shape[:2])
+                seq = max_pool2d(out.flatten(0, 1), (2, 1)).unflatten(0, out.shape[:2])
             else:
-                seq = F.max_pool2d(cell(seq, last_only=True), (2, 1))
+                seq = max_pool2d(cell(seq, last_only=True), (2, 1))
         return self.embedding_dropout(maxout(self.embedding(seq.flatten(1)), dim=1))
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from trainer.models.maxout import Maxout
+from trainer.models.pooling import MaxPool2d
 from trainer.models.registry import (
     CountermeasureModel,
     ModelConfigError,
@@ -99,7 +100,7 @@ class LCNN(CountermeasureModel):
         self.eval_window = None
         self.eval_hop = None
         self.min_frames = MIN_FRAMES
-        pool = nn.MaxPool2d(2)
+        pool = MaxPool2d(2)
         self.cnn = nn.Sequential(
             *_mfm_conv(len(self.features), 64, 5), pool,
             *_mfm_conv(32, 64, 1), _bn(32), *_mfm_conv(32, 96, 3), pool, _bn(48),

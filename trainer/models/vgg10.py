@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.models.pooling import MaxPool2d
 from trainer.models.registry import (
     CountermeasureModel,
     ModelConfigError,
@@ -51,7 +52,7 @@ def _block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
             nn.ReLU(inplace=True),
         ]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxPool2d(2))
     return nn.Sequential(*layers)
 
 
