@@ -129,6 +129,7 @@ def floor_batches(store_path: str, name: str, split: str, batch_size: int) -> tu
     number of batches of the previous plan (equal lengths only)."""
     torch.manual_seed(0)
     net = trainer.build_model(name).eval()
+    net.to(memory_format=net.inference_memory_format)  # as trainer.score loads it
     features = {f: int(net.n_bins[f]) for f in net.features}
     st = featstore.open_store(store_path)
     frames = StoreFrames(st, split, list(features))

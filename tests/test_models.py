@@ -475,3 +475,45 @@ def test_vgg10_trains_on_many_windows_per_utterance():
 def test_bad_feature_lists_are_model_config_errors(features):
     with pytest.raises(ModelConfigError, match="features must be distinct feature names"):
         build_model("lcnn", features=features)
+
+
+# --- inference memory format ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("lcnn", torch.channels_last), ("grcnn", torch.contiguous_format)]
+)
+def test_trained_model_weights_take_the_inference_memory_format(name, expected):
+    from trainer.inference import build_trained_model
+    from trainer.runs import ModelRecord
+
+    net = build_model(name)
+    record = ModelRecord(
+        name=name,
+        kwargs={},
+        features=net.features,
+        n_bins=dict(net.n_bins),
+        train_frames=net.train_frames,
+        eval_window=net.eval_window,
+        eval_hop=net.eval_hop,
+    )
+    loaded = build_trained_model(record, net.state_dict(), "test")
+    convs = [m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = next(c for c in convs if c.in_channels > 1 and c.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=expected)
+    assert not conv.weight.is_contiguous(
+        memory_format=torch.contiguous_format
+        if expected == torch.channels_last
+        else torch.channels_last
+    )
+    assert loaded.inference_memory_format == expected
+
+
+def test_lcnn_scores_agree_in_either_memory_format():
+    torch.manual_seed(0)
+    net = build_model("lcnn").eval()
+    x = torch.randn(2, 120, 60)
+    with torch.inference_mode():
+        contiguous = net(lfcc=x)
+        channels_last = net.to(memory_format=torch.channels_last)(lfcc=x)
+    torch.testing.assert_close(channels_last, contiguous, rtol=0, atol=1e-5)

@@ -103,7 +103,8 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 def build_trained_model(
     record: ModelRecord, weights: Mapping[str, torch.Tensor], source: object
 ) -> nn.Module:
-    """The model a run trained, with its weights (on the CPU, in training mode).
+    """The model a run trained, with its weights (on the CPU, in training mode), its weights
+    in the model's ``inference_memory_format``.
 
     Raises
     ------
@@ -115,7 +116,7 @@ def build_trained_model(
         net.load_state_dict(weights)
     except RuntimeError as exc:
         raise TrainingError(f"{source}: weights do not fit model {record.name!r} ({exc})") from None
-    return net
+    return net.to(memory_format=getattr(net, "inference_memory_format", torch.contiguous_format))
 
 
 @torch.inference_mode()

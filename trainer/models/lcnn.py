@@ -80,6 +80,8 @@ class LCNN(CountermeasureModel):
     torch.Size([2, 2])
     """
 
+    inference_memory_format = torch.channels_last  # oneDNN: 10.2 -> 6.9 ms per utterance
+
     def __init__(
         self,
         n_bins: int = 60,
