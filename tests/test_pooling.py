@@ -47,12 +47,19 @@ def test_channels_last_and_bf16():
         assert torch.equal(max_pool2d(xb, (2, 1)), F.max_pool2d(xb, (2, 1)))
 
 
-def test_gradients_are_torch_gradients():
-    x = torch.randn(2, 3, 6, 5).round().requires_grad_()  # ties: torch's index rule applies
-    x_ref = x.detach().clone().requires_grad_()
-    max_pool2d(x, 2).sum().backward()
-    F.max_pool2d(x_ref, 2).sum().backward()
-    assert torch.equal(x.grad, x_ref.grad)
+@pytest.mark.parametrize("kernel", [2, (2, 1), (1, 2), 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_and_gradients_are_torch_ones(kernel, dtype):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 7, 5, generator=g).round().to(dtype)  # ties, odd sizes (cropped)
+    x[0, 0] = 0.0  # whole tied windows
+    x_new, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    new, ref = max_pool2d(x_new, kernel), F.max_pool2d(x_ref, kernel)
+    assert torch.equal(new, ref)
+    upstream = torch.randn(ref.shape, generator=g).to(dtype)
+    new.backward(upstream)
+    ref.backward(upstream)
+    assert torch.equal(x_new.grad, x_ref.grad)  # a tie's gradient goes where torch sends it
 
 
 def test_too_small_input_is_torch_error():

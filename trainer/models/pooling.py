@@ -6,8 +6,12 @@
 e.g. 1 x 32 x 350 x 60: 1.77 ms against 0.47 ms). Pooling is 22 % of an LCNN forward pass
 when scoring one utterance. Without gradients :func:`max_pool2d` therefore takes the maxima of
 the ``kh * kw`` strided slices (exactly the same values: the maximum of a set of numbers, NaN
-propagating as in ``max_pool2d``); with gradients it is ``F.max_pool2d`` itself, whose
-backward pass routes through the indices.
+propagating as in ``max_pool2d``). With gradients, a (2, 1) or (1, 2) window (the GRCNN's
+frequency pooling) is a maxout of adjacent pairs along that axis
+(:func:`trainer.models.maxout.maxout`: same values, same gradients with ties to the first
+element as ``max_pool2d`` routes them; forward + backward 2.1-2.6x faster than
+``F.max_pool2d`` on the GRCNN's shapes); other windows use ``F.max_pool2d`` itself (for
+2 x 2 two pair-maxima were slower).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainer.models.maxout import maxout
 
 
 def _pair(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -47,8 +53,12 @@ def max_pool2d(x: torch.Tensor, kernel_size: int | tuple[int, int]) -> torch.Ten
     """
     kh, kw = _pair(kernel_size)
     h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
-    if (torch.is_grad_enabled() and x.requires_grad) or h == 0 or w == 0:
-        return F.max_pool2d(x, (kh, kw))  # gradients, or the error of a too-small input
+    if h == 0 or w == 0:
+        return F.max_pool2d(x, (kh, kw))  # its error for a too-small input
+    if torch.is_grad_enabled() and x.requires_grad:
+        if (kh, kw) in ((2, 1), (1, 2)):  # a maxout of pairs along one axis
+            return maxout(x[..., :h, :w], dim=-2 if kh == 2 else -1)
+        return F.max_pool2d(x, (kh, kw))
     out = x[..., 0:h:kh, 0:w:kw]
     for i in range(kh):
         for j in range(kw):
