@@ -62,9 +62,11 @@ class _PairMax(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
         pairs = x.unflatten(dim, (x.shape[dim] // 2, 2))
         first, second = pairs.select(dim + 1, 0), pairs.select(dim + 1, 1)
-        first_wins = first >= second
-        winners = torch.stack([first_wins, ~first_wins], dim=dim + 1).flatten(dim, dim + 1)
-        ctx.save_for_backward(winners)
+        winners = torch.empty(pairs.shape, dtype=torch.bool, device=x.device)
+        first_wins = winners.select(dim + 1, 0)
+        torch.ge(first, second, out=first_wins)
+        torch.logical_not(first_wins, out=winners.select(dim + 1, 1))
+        ctx.save_for_backward(winners.flatten(dim, dim + 1))
         ctx.dim = dim
         return torch.maximum(first, second)
 
