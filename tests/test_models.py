@@ -517,3 +517,27 @@ def test_lcnn_scores_agree_in_either_memory_format():
         contiguous = net(lfcc=x)
         channels_last = net.to(memory_format=torch.channels_last)(lfcc=x)
     torch.testing.assert_close(channels_last, contiguous, rtol=0, atol=1e-5)
+
+
+# --- GRCNN dropout ----------------------------------------------------------------------------
+
+
+def test_grcnn_dropout_is_inverted_dropout():
+    from trainer.models.grcnn import dropout
+
+    torch.manual_seed(0)
+    x = torch.full((200_000,), 2.0, requires_grad=True)
+    y = dropout(x, 0.3)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.005  # 200k draws: the std of the fraction is 0.001
+    assert torch.allclose(y[y != 0], torch.tensor(2.0 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)  # the gradient takes the same mask
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x.detach(), 0.3), y.detach())  # seeded by torch's generator
+    assert torch.equal(dropout(x, 0.3, training=False), x)
+    assert torch.equal(dropout(x, 0.0), x)
+    with pytest.raises(ValueError, match="dropout"):
+        dropout(x, 1.0)
+    bf16 = dropout(torch.ones(10, dtype=torch.bfloat16), 0.5)
+    assert bf16.dtype == torch.bfloat16

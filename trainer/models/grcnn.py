@@ -147,6 +147,32 @@ def frame_windows(x: torch.Tensor, window: int = WINDOW, hop: int = WINDOW_HOP) 
     return w.permute(2, 0, 1, 3).unsqueeze(2).contiguous()
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout``: zero with probability ``p``, the rest scaled by
+    ``1 / (1 - p)``; identity when not ``training`` or ``p == 0``.
+
+    The mask comes from ``torch.rand`` (float32 uniforms ``>= p``) instead of ``F.dropout``'s
+    ``bernoulli_``, which on the CPU takes twice as long for the GRCNN's windowed cell inputs
+    (23 x 4 x 8 x 128 x 32 with its backward: 16 ms against 30-35 ms; 7 % of a training step).
+    Seeded by torch's generator like ``F.dropout``, but with other draws.
+
+    Examples
+    --------
+    >>> x = torch.ones(1000)
+    >>> y = dropout(x, 0.25)
+    >>> bool(torch.isin(y, torch.tensor([0.0, 1 / 0.75])).all())
+    True
+    >>> torch.equal(dropout(x, 0.25, training=False), x)
+    True
+    """
+    if not training or p == 0:
+        return x
+    if not 0 < p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
+
+
 class ConvGRUCell(nn.Module):
     """Convolutional GRU with maxout gates, run over a whole sequence of windows.
 
@@ -228,7 +254,7 @@ class ConvGRUCell(nn.Module):
             All states ``(W, B, width // 2, F, L)``, or only the last ``(B, width // 2, F, L)``
             when ``last_only``.
         """
-        x = F.dropout(x, self.dropout, self.training)
+        x = dropout(x, self.dropout, self.training)
         mask = self._state_mask(x)
         if self.checkpoint_windows and self.training and torch.is_grad_enabled():
             steps = self._checkpointed_steps(x)
@@ -249,7 +275,7 @@ class ConvGRUCell(nn.Module):
         if not (self.training and self.dropout > 0):
             return None
         shape = (x.shape[1], self.state_channels, *x.shape[3:])
-        return F.dropout(torch.ones(shape, device=x.device, dtype=x.dtype), self.dropout, True)
+        return dropout(torch.ones(shape, device=x.device, dtype=x.dtype), self.dropout, True)
 
     def _chunked_steps(self, x: torch.Tensor):
         """Per window a function ``(h, mask) -> h``; input gates computed chunk by chunk."""
