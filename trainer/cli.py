@@ -322,6 +322,23 @@ _forward_pass_options = _all_of(
         help="Autocast precision of the forward passes.",
     ),
 )
+_segment_options = _all_of(  # trainer.score_batches: EVAL_MODES, DEFAULT_MAX_FRAMES
+    click.option(
+        "--eval-mode",
+        type=click.Choice(["full", "fixed"]),
+        default="full",
+        show_default=True,
+        help="full: whole utterances; fixed: the first 4 s, tiled when shorter (AASIST/RawNet).",
+    ),
+    click.option(
+        "--max-frames",
+        type=click.IntRange(min=1),
+        default=4000,
+        show_default=True,
+        help="Longest segment scored in one pass: longer utterances get the mean score of "
+        "MAX_FRAMES-frame windows (trainer score lists them in the sidecar). Bounds memory.",
+    ),
+)
 _workers_option = click.option(
     "--workers", type=int, default=0, show_default=True, help="DataLoader workers."
 )
@@ -355,21 +372,7 @@ _verify_option = click.option(
     help="Layout [default: asvspoof2019; asvspoof2021 for a split without keys].",
 )
 @_forward_pass_options
-@click.option(
-    "--eval-mode",
-    type=click.Choice(["full", "fixed"]),
-    default="full",
-    show_default=True,
-    help="full: whole utterances; fixed: the first 4 s, tiled when shorter (AASIST/RawNet).",
-)
-@click.option(
-    "--max-frames",
-    type=click.IntRange(min=1),
-    default=4000,
-    show_default=True,
-    help="Longest segment scored in one pass: longer utterances get the mean score of "
-    "MAX_FRAMES-frame windows (listed in the sidecar). Bounds memory.",
-)
+@_segment_options
 @_workers_option
 @click.option(
     "--force",
@@ -760,20 +763,7 @@ def embed_cmd(quiet: bool, **options) -> None:
     "-ln 1.9 = -0.642, for calibrated LLRs].",
 )
 @_forward_pass_options
-@click.option(
-    "--eval-mode",
-    type=click.Choice(["full", "fixed"]),
-    default="full",
-    show_default=True,
-    help="full: whole files; fixed: the first 4 s, tiled when shorter.",
-)
-@click.option(
-    "--max-frames",
-    type=click.IntRange(min=1),
-    default=4000,
-    show_default=True,
-    help="Longest segment scored in one pass; longer files get the mean over windows.",
-)
+@_segment_options
 @_quiet_option
 def predict_cmd(
     paths: tuple[str, ...], out: str | None, format_: str, quiet: bool, **options
