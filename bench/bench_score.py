@@ -48,6 +48,7 @@ from trainer import checkpoint
 from trainer.config import FitConfig
 from trainer.data import EvalBatches, FeatureNormalizer
 from trainer.inference import autocast
+from trainer.runs import ModelRecord
 from trainer.score_batches import StoreFrames, score_batches
 
 FEATURES = ("mgd", "logmel", "fbank", "lfcc")
@@ -108,15 +109,7 @@ def make_run(workdir: Path, store_path: str, name: str) -> Path:
     info = {
         "fit": asdict(FitConfig(store=store_path, model=name, out=str(run), device="cpu")),
         "store": {"path": store_path, "fingerprint": st.fingerprint, "format": st.format},
-        "model": {
-            "name": name,
-            "kwargs": {},
-            "features": list(net.features),
-            "n_bins": dict(net.n_bins),
-            "train_frames": net.train_frames,
-            "eval_window": net.eval_window,
-            "eval_hop": net.eval_hop,
-        },
+        "model": ModelRecord.of(name, {}, net).to_dict(),
         "runtime": {"device": "cpu"},
     }
     state = {"format": 1, "model": net.state_dict(), "epoch": 0, "config": info}

@@ -488,16 +488,7 @@ def test_trained_model_weights_take_the_inference_memory_format(name, expected):
     from trainer.runs import ModelRecord
 
     net = build_model(name)
-    record = ModelRecord(
-        name=name,
-        kwargs={},
-        features=net.features,
-        n_bins=dict(net.n_bins),
-        train_frames=net.train_frames,
-        eval_window=net.eval_window,
-        eval_hop=net.eval_hop,
-    )
-    loaded = build_trained_model(record, net.state_dict(), "test")
+    loaded = build_trained_model(ModelRecord.of(name, {}, net), net.state_dict(), "test")
     convs = [m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)]
     conv = next(c for c in convs if c.in_channels > 1 and c.kernel_size != (1, 1))
     assert conv.weight.is_contiguous(memory_format=expected)

@@ -22,6 +22,7 @@ from trainer.cli import main
 from trainer.config import FitConfig
 from trainer.data import FeatureNormalizer
 from trainer.errors import ScoreFileError
+from trainer.runs import ModelRecord
 from trainer.score_batches import (
     DEFAULT_MAX_FRAMES,
     Segments,
@@ -49,15 +50,7 @@ def _make_run(root: Path, store: Path, name: str, kwargs: dict) -> Path:
     info = {
         "fit": asdict(FitConfig(store=str(store), model=name, out=str(run), device="cpu")),
         "store": {"path": str(store), "fingerprint": st.fingerprint, "format": st.format},
-        "model": {
-            "name": name,
-            "kwargs": kwargs,
-            "features": list(net.features),
-            "n_bins": dict(net.n_bins),
-            "train_frames": net.train_frames,
-            "eval_window": net.eval_window,
-            "eval_hop": net.eval_hop,
-        },
+        "model": ModelRecord.of(name, kwargs, net).to_dict(),
         "runtime": {"device": "cpu"},
     }
     state = {"format": 1, "model": net.state_dict(), "epoch": 0, "config": info}

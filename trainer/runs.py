@@ -156,6 +156,21 @@ class ModelRecord:
         }
 
     @classmethod
+    def of(cls, name: str, kwargs: Mapping[str, Any], net: Any) -> ModelRecord:
+        """The record of ``net``, built as ``build_model(name, **kwargs)``."""
+        hop = getattr(net, "eval_hop", None)
+        return cls(
+            name=name,
+            kwargs=dict(kwargs),
+            features=tuple(net.features),
+            n_bins={f: int(net.n_bins[f]) for f in net.features},
+            train_frames=int(net.train_frames),
+            eval_window=None if net.eval_window is None else int(net.eval_window),
+            eval_hop=None if hop is None else int(hop),
+            parameters=int(sum(p.numel() for p in net.parameters())),
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: object) -> ModelRecord:
         """Read ``config.json``'s ``"model"``; raises :class:`TrainingError` naming ``source``."""
 

@@ -548,18 +548,7 @@ def _build_model(cfg: FitConfig, store: Any) -> tuple[nn.Module, ModelRecord]:
                 + f" (it is built for {_bins_text(net.n_bins)}): {exc}"
             ) from None
     _check_model_bins(cfg.model, net, store_bins, wanted, store.path)
-    hop = getattr(net, "eval_hop", None)
-    record = ModelRecord(
-        name=cfg.model,
-        kwargs=kwargs,
-        features=tuple(net.features),
-        n_bins={f: int(net.n_bins[f]) for f in net.features},
-        train_frames=int(net.train_frames),
-        eval_window=None if net.eval_window is None else int(net.eval_window),
-        eval_hop=None if hop is None else int(hop),
-        parameters=int(sum(p.numel() for p in net.parameters())),
-    )
-    return net, record
+    return net, ModelRecord.of(cfg.model, kwargs, net)
 
 
 def _model_features(cfg: FitConfig, kwargs: dict[str, Any]) -> tuple[str, ...]:
