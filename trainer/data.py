@@ -71,6 +71,7 @@ __all__ = [
     "shard_batches",
     "shared_frames",
     "store_view_mask",
+    "utterance_means",
     "verify_or_refuse",
     "view_plan",
 ]
@@ -895,12 +896,36 @@ class EvalBatches(torch.utils.data.Dataset):
         np.ndarray
             float64, one score per utterance of the split.
         """
-        n = self.n_frames.size
-        total = np.bincount(index, weights=np.asarray(scores, np.float64), minlength=n)
-        count = np.bincount(index, minlength=n)
-        out = np.full(n, np.nan)
-        np.divide(total, count, out=out, where=count > 0)
-        return out
+        return utterance_means(index, scores, self.n_frames.size)
+
+
+def utterance_means(index: np.ndarray, scores: np.ndarray, n_utterances: int) -> np.ndarray:
+    """Per-utterance mean of the scores of its segments; NaN for utterances without any.
+
+    Parameters
+    ----------
+    index : np.ndarray
+        Utterance row of each scored segment.
+    scores : np.ndarray
+        Score of each segment.
+    n_utterances : int
+        Utterances of the split.
+
+    Returns
+    -------
+    np.ndarray
+        float64 ``(n_utterances,)``.
+
+    Examples
+    --------
+    >>> utterance_means(np.array([0, 0, 2]), np.array([1.0, 3.0, 5.0]), 3).tolist()
+    [2.0, nan, 5.0]
+    """
+    total = np.bincount(index, weights=np.asarray(scores, np.float64), minlength=n_utterances)
+    count = np.bincount(index, minlength=n_utterances)
+    out = np.full(n_utterances, np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
 
 
 def make_loader(

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.data import StoreView, shared_frames
+from trainer.data import StoreView, shared_frames, utterance_means
 from trainer.errors import TrainingError
 
 __all__ = [
@@ -383,12 +383,7 @@ class ScoreBatches(torch.utils.data.Dataset):
 
     def reduce(self, index: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Per-utterance mean of its rows' scores, in utterance order; NaN for unscored ones."""
-        n = self.n_frames.size
-        total = np.bincount(index, weights=np.asarray(scores, np.float64), minlength=n)
-        count = np.bincount(index, minlength=n)
-        out = np.full(n, np.nan)
-        np.divide(total, count, out=out, where=count > 0)
-        return out
+        return utterance_means(index, scores, self.n_frames.size)
 
 
 def _read_wrapped(
