@@ -178,6 +178,11 @@ class StageFailed(Exception):
     """A stage's command exited with an error."""
 
 
+def python_m(module: str, *args: object) -> list[object]:
+    """``python -m MODULE ARGS...`` with this interpreter (the demo needs no activated venv)."""
+    return [sys.executable, "-m", module, *args]
+
+
 def _display(argv: Sequence[str]) -> str:
     """How a user would type the command (``python -m featstore`` -> ``featstore``)."""
     words = list(argv)
@@ -221,11 +226,9 @@ def model_features(model: str) -> tuple[str, ...]:
     return tuple(MODELS[model].features)
 
 
-def _corpus_args(cfg: DemoConfig) -> list[str]:
+def _corpus_args(cfg: DemoConfig) -> list[object]:
     c = cfg.corpus
-    argv = [
-        sys.executable,
-        "-m",
+    argv = python_m(
         "pipelines.demo_corpus",
         "--out",
         str(cfg.corpus_dir),
@@ -243,7 +246,7 @@ def _corpus_args(cfg: DemoConfig) -> list[str]:
         str(c.min_duration),
         "--max-duration",
         str(c.max_duration),
-    ]
+    )
     if c.eval_channel:
         argv += ["--eval-channel", c.eval_channel]
     return [*argv, "--jobs", str(cfg.jobs)]
@@ -254,10 +257,8 @@ def stage_corpus(cfg: DemoConfig) -> float:
     return run_command(_corpus_args(cfg))
 
 
-def _build_args(cfg: DemoConfig) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
+def _build_args(cfg: DemoConfig) -> list[object]:
+    argv = python_m(
         "featstore",
         "build",
         "--manifest",
@@ -268,7 +269,7 @@ def _build_args(cfg: DemoConfig) -> list[str]:
         str(cfg.store),
         "--features",
         ",".join(model_features(cfg.model)),
-    ]
+    )
     if cfg.augment:
         argv += ["--augment", cfg.augment, "--views", str(cfg.views)]
     return [*argv, "--jobs", str(cfg.jobs), "--quiet"]
@@ -324,9 +325,7 @@ def _store_matches(store: Path, features: Sequence[str], corpus_dir: Path) -> bo
 
 
 def _fit_args(cfg: DemoConfig, system: DemoSystem) -> list[object]:
-    argv: list[object] = [
-        sys.executable,
-        "-m",
+    argv: list[object] = python_m(
         "trainer",
         "fit",
         cfg.store,
@@ -337,7 +336,7 @@ def _fit_args(cfg: DemoConfig, system: DemoSystem) -> list[object]:
         "--seed",
         cfg.seed,
         *system.fit_args,
-    ]
+    )
     if system.neural:
         argv += [
             "--epochs",
@@ -372,16 +371,14 @@ def stage_score(cfg: DemoConfig) -> float:
     total = 0.0
     for system in cfg.systems:
         for split in ("dev", "eval"):
-            argv = [
-                sys.executable,
-                "-m",
+            argv = python_m(
                 "trainer",
                 "score",
                 "--run",
                 cfg.run_dir(system),
                 "--split",
                 split,
-            ]
+            )
             total += run_command(argv)
     return total
 
@@ -397,15 +394,13 @@ def stage_metrics(cfg: DemoConfig) -> float:
     """``trainer metrics`` on each system's eval scores (the main one also gets a DET plot)."""
     total = 0.0
     for system in cfg.systems:
-        argv = [
-            sys.executable,
-            "-m",
+        argv = python_m(
             "trainer",
             "metrics",
             cfg.scores(system),
             "--json",
             metrics_json(cfg, system),
-        ]
+        )
         if system == cfg.main_system:
             argv += ["--det", cfg.out / "det_eval.png"]
         total += run_command(argv)
@@ -417,9 +412,7 @@ def stage_fusion(cfg: DemoConfig) -> float:
     (cfg.out / "calibrated").mkdir(parents=True, exist_ok=True)
     total = 0.0
     for system in cfg.systems:
-        argv = [
-            sys.executable,
-            "-m",
+        argv = python_m(
             "trainer",
             "calibrate",
             cfg.scores(system, "dev"),
@@ -427,13 +420,11 @@ def stage_fusion(cfg: DemoConfig) -> float:
             cfg.scores(system),
             "--out",
             cfg.calibrated(system),
-        ]
+        )
         total += run_command(argv)
     fused = cfg.fused_systems
     if len(fused) >= 2:
-        argv = [
-            sys.executable,
-            "-m",
+        argv = python_m(
             "trainer",
             "fuse",
             *(cfg.scores(s, "dev") for s in fused),
@@ -441,7 +432,7 @@ def stage_fusion(cfg: DemoConfig) -> float:
             *(cfg.scores(s) for s in fused),
             "--out",
             cfg.fused,
-        ]
+        )
         total += run_command(argv)
     return total
 
