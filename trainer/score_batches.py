@@ -57,6 +57,7 @@ __all__ = [
     "ScoreBatches",
     "Segments",
     "StoreFrames",
+    "check_plan_settings",
     "fixed_frames",
     "plan_batches",
     "plan_segments",
@@ -161,6 +162,15 @@ class Segments:
     windowed: np.ndarray
 
 
+def check_plan_settings(eval_mode: str, max_frames: int) -> None:
+    """Refuse an ``eval_mode`` outside :data:`EVAL_MODES` or a ``max_frames`` that is not a
+    positive integer, with a :class:`TrainingError` naming the value."""
+    if eval_mode not in EVAL_MODES:
+        raise TrainingError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise TrainingError(f"max_frames must be a positive integer, got {max_frames!r}")
+
+
 def plan_segments(
     n_frames: np.ndarray,
     model: nn.Module,
@@ -195,10 +205,7 @@ def plan_segments(
     >>> seg.utts.tolist(), seg.starts.tolist(), seg.lengths.tolist(), seg.windowed.tolist()
     ([0, 2, 2, 2], [0, 0, 400, 600], [300, 400, 400, 400], [False, False, True])
     """
-    if eval_mode not in EVAL_MODES:
-        raise TrainingError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
-    if not isinstance(max_frames, int) or max_frames < 1:
-        raise TrainingError(f"max_frames must be a positive integer, got {max_frames!r}")
+    check_plan_settings(eval_mode, max_frames)
     n_frames = np.asarray(n_frames, dtype=np.int64)
     if eval_mode == "fixed":
         if fixed_length is None or fixed_length < 1:

@@ -85,10 +85,10 @@ from trainer.models.registry import is_gmm_model
 from trainer.runs import RunRecord, latest_run, read_run_record, resolve_checkpoint
 from trainer.score_batches import (
     DEFAULT_MAX_FRAMES,
-    EVAL_MODES,
     MemoryFrames,
     ScoreBatches,
     StoreFrames,
+    check_plan_settings,
     fixed_frames,
     score_batches,
 )
@@ -196,7 +196,7 @@ def score(
     PosixPath('runs/grcnn-20261122-013000/scores_eval.txt')
     """
     _check_settings(format, precision, batch_size, workers)
-    _check_plan_settings(eval_mode, max_frames)
+    check_plan_settings(eval_mode, max_frames)
 
     def log(message: str) -> None:
         if progress:
@@ -247,13 +247,6 @@ def _check_settings(
         raise TrainingError(f"batch_size must be a positive integer, got {batch_size!r}")
     if workers < 0:
         raise TrainingError(f"workers must be >= 0, got {workers}")
-
-
-def _check_plan_settings(eval_mode: str, max_frames: int) -> None:
-    if eval_mode not in EVAL_MODES:
-        raise TrainingError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise TrainingError(f"max_frames must be a positive integer, got {max_frames!r}")
 
 
 # --- phase 1: the run, its checkpoint and its record ------------------------------------------
