@@ -443,13 +443,13 @@ def test_checkpoint_without_config_uses_the_runs_config_json(world, tmp_path):
 def test_progress_counts_each_utterance_once_when_its_last_segment_is_scored():
     from types import SimpleNamespace
 
-    from trainer.scoring import _UtteranceProgress
+    from trainer.scoring import UtteranceProgress
 
     # windows of utterances 0 (3 windows), 1 (1), 2 (4), in batches of 3
     utts = np.array([0, 0, 0, 1, 2, 2, 2, 2])
     batches = [(utts[i : i + 3], None, 32) for i in range(0, utts.size, 3)]
     bar = SimpleNamespace(n=0, update=lambda k: setattr(bar, "n", bar.n + k))
-    hook = _UtteranceProgress(SimpleNamespace(batches=batches), bar)
+    hook = UtteranceProgress(SimpleNamespace(batches=batches), bar)
     seen = []
     for _ in batches:
         hook(None, None, None)

@@ -45,14 +45,14 @@ from trainer.embeddings import EmbeddingSet, read_embeddings, write_embeddings
 from trainer.errors import EmbeddingError
 from trainer.models.registry import ModelError, is_gmm_model
 from trainer.scoring import (
-    _check_settings,
-    _load_model,
-    _LoadedModel,
-    _location,
-    _open_matching_store,
-    _resolve_run,
-    _TrainedRun,
-    _UtteranceProgress,
+    LoadedModel,
+    TrainedRun,
+    UtteranceProgress,
+    check_settings,
+    load_model,
+    open_matching_store,
+    resolve_run,
+    store_location,
 )
 
 __all__ = ["embed", "extract_embeddings"]
@@ -140,13 +140,13 @@ def embed(
     >>> read_embeddings(path).dim  # doctest: +SKIP
     960
     """
-    _check_settings(None, precision, batch_size, workers)
+    check_settings(None, precision, batch_size, workers)
 
     def log(message: str) -> None:
         if progress:
             tqdm.write(message, file=sys.stderr)
 
-    trained = _resolve_run(run, checkpoint, log)
+    trained = resolve_run(run, checkpoint, log)
     name = trained.record.model.name
     if is_gmm_model(name):
         raise ModelError(
@@ -157,12 +157,12 @@ def embed(
         where = os.fspath(store) if store is not None else trained.record.store.path
         log(f"verifying {where} ...")
         verify_or_refuse(where)
-    st = _open_matching_store(trained, store, force, cache_dir)
+    st = open_matching_store(trained, store, force, cache_dir)
     if split not in st.splits:
         raise StoreError(st.path, f"no split {split!r}; the store has {', '.join(st.splits)}")
     out_path = Path(out) if out is not None else default_embedding_path(trained, st, split)
     _refuse_overwrite(out_path, trained, st, split, force)
-    loaded = _load_model(trained, st, device, batch_size, cache_dir)
+    loaded = load_model(trained, st, device, batch_size, cache_dir)
     _check_embeds(loaded.net, name)
     model = _EmbeddingModel(loaded, _embedding_batches(loaded, st, split))
     start = time.perf_counter()
@@ -182,23 +182,23 @@ def embed(
 class _EmbeddingModel:
     """The scoring model (network, normaliser, device) and the batches to embed."""
 
-    loaded: _LoadedModel
+    loaded: LoadedModel
     dataset: EvalBatches
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loaded, name)
 
 
-def _embedding_batches(model: _LoadedModel, st: Any, split: str) -> EvalBatches:
+def _embedding_batches(model: LoadedModel, st: Any, split: str) -> EvalBatches:
     """Whole utterances (or the model's eval windows), in the split's index order."""
     net = model.net
     features = {f: int(net.n_bins[f]) for f in net.features}
     return EvalBatches(st, features, split, model.batch_size, net.eval_window, net.eval_hop)
 
 
-def default_embedding_path(trained: _TrainedRun, st: Any, split: str) -> Path:
+def default_embedding_path(trained: TrainedRun, st: Any, split: str) -> Path:
     """``<run>/embeddings_[<storename>_]<split>.zarr`` (no store name for the run's store)."""
-    if _location(st.path) == _location(trained.record.store.path):
+    if store_location(st.path) == store_location(trained.record.store.path):
         return trained.run / f"embeddings_{split}.zarr"
     name = st.path.rstrip("/").rsplit("/", 1)[-1]
     for suffix in (".zarr", ".h5", ".hdf5"):
@@ -208,7 +208,7 @@ def default_embedding_path(trained: _TrainedRun, st: Any, split: str) -> Path:
 
 
 def _refuse_overwrite(
-    out_path: Path, trained: _TrainedRun, st: Any, split: str, force: bool
+    out_path: Path, trained: TrainedRun, st: Any, split: str, force: bool
 ) -> None:
     """Refuse to replace something that is not an embedding file (always), or embeddings of
     another run, store or split (unless ``force``)."""
@@ -222,7 +222,7 @@ def _refuse_overwrite(
             "exists and is not an embedding file; not replacing it: choose another --out",
         ) from None
     was = (meta.get("run"), meta.get("store"), meta.get("split"))
-    now = (os.path.abspath(trained.run), _location(st.path), split)
+    now = (os.path.abspath(trained.run), store_location(st.path), split)
     if was != now and not force:
         raise EmbeddingError(
             out_path,
@@ -246,7 +246,7 @@ def _check_embeds(net: torch.nn.Module, name: str) -> None:
 
 @torch.inference_mode()
 def extract_embeddings(
-    model: _LoadedModel,
+    model: LoadedModel,
     split: str,
     precision: str = "fp32",
     workers: int = 0,
@@ -259,8 +259,8 @@ def extract_embeddings(
 
     Parameters
     ----------
-    model : trainer.scoring._LoadedModel
-        The network, normaliser, batches and device (``trainer.scoring._load_model``).
+    model : trainer.scoring.LoadedModel
+        The network, normaliser, batches and device (``trainer.scoring.load_model``).
     split : str
         Name of the split (for the progress bar).
     precision : str, default "fp32"
@@ -297,7 +297,7 @@ def extract_embeddings(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    done = _UtteranceProgress(dataset, bar)
+    done = UtteranceProgress(dataset, bar)
     was_training = net.training
     net.eval()
     try:
@@ -317,10 +317,10 @@ def extract_embeddings(
 
 
 def _embedding_set(
-    trained: _TrainedRun,
+    trained: TrainedRun,
     st: Any,
     split: str,
-    model: _LoadedModel,
+    model: LoadedModel,
     vectors: np.ndarray,
     precision: str,
     seconds: float,
@@ -357,7 +357,7 @@ def _embedding_set(
         "split": split,
         "fingerprint": st.fingerprint,
         "dim": int(net.embedding_dim),
-        "store": _location(st.path),
+        "store": store_location(st.path),
         "checkpoint": {
             "path": os.path.abspath(trained.checkpoint_path),
             "epoch": trained.checkpoint.epoch,
@@ -367,7 +367,7 @@ def _embedding_set(
         "eval_hop": net.eval_hop,
         "embedding": "model.embed(): the input of the last linear layer"
         + ("" if net.eval_window is None else ", mean over the utterance's windows"),
-        "normalisation": _location(model.norm_source),
+        "normalisation": store_location(model.norm_source),
         "quarantined": quarantined,
         "unembedded": unembedded,
         "device": str(model.device),

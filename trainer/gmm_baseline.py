@@ -629,7 +629,7 @@ def _write_run(
 
 
 def load_baseline(trained: Any) -> GMMBaseline:
-    """The :class:`GMMBaseline` of a resolved run (``trainer.scoring``'s ``_TrainedRun``)."""
+    """The :class:`GMMBaseline` of a resolved run (``trainer.scoring``'s ``TrainedRun``)."""
     state, source = trained.checkpoint, trained.checkpoint_path
     (feature,) = trained.record.model.features
     if state.normalizer is None or feature not in state.normalizer:
@@ -664,16 +664,16 @@ def score_run(
 
     from featstore.errors import StoreError
     from trainer.scoring import (
-        _default_score_path,
-        _open_matching_store,
-        _refuse_foreign_overwrite,
-        _select_split,
+        default_score_path,
+        open_matching_store,
+        refuse_foreign_overwrite,
+        select_split,
         write_scores_with_provenance,
     )
 
     baseline = load_baseline(trained)
-    st = _open_matching_store(trained, store, force, cache_dir)
-    target = _select_split(st, split, format, log)
+    st = open_matching_store(trained, store, force, cache_dir)
+    target = select_split(st, split, format, log)
     (feature,) = trained.record.model.features
     if feature not in st.features:
         raise StoreError(st.path, f"no feature {feature!r}, which run {trained.run} scores")
@@ -703,9 +703,9 @@ def score_run(
             f"store was built and have no score (e.g. {quarantined[0]}; see featstore info)",
             stacklevel=3,
         )
-    out_path = Path(out) if out is not None else _default_score_path(trained, st, split)
+    out_path = Path(out) if out is not None else default_score_path(trained, st, split)
     if not force:
-        _refuse_foreign_overwrite(out_path, trained, st, split)
+        refuse_foreign_overwrite(out_path, trained, st, split)
     n = len(target.utt_ids)
     details = {
         "normalisation": "checkpoint",

@@ -240,11 +240,11 @@ def predict(
     'spoof'
     """
     from trainer import inference, scoring
-    from trainer.score_batches import DEFAULT_MAX_FRAMES, MemoryFrames
+    from trainer.score_batches import DEFAULT_MAX_FRAMES, MemoryFrames, check_plan_settings
 
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
-    scoring._check_settings(None, precision, batch_size, 0)
-    scoring._check_plan_settings(eval_mode, max_frames)
+    scoring.check_settings(None, precision, batch_size, 0)
+    check_plan_settings(eval_mode, max_frames)
     if threshold is None:
         threshold = bayes_threshold()
     elif not math.isfinite(threshold):
@@ -264,9 +264,9 @@ def predict(
     files, problems = find_audio_files(paths)
     for message in problems:
         fail(message)
-    trained = scoring._resolve_run(run, checkpoint, log)
-    st = scoring._open_matching_store(trained, store, False, cache_dir)
-    model = scoring._load_model(trained, st, device, batch_size, cache_dir)
+    trained = scoring.resolve_run(run, checkpoint, log)
+    st = scoring.open_matching_store(trained, store, False, cache_dir)
+    model = scoring.load_model(trained, st, device, batch_size, cache_dir)
     features = list(model.net.features)
     specs = feature_parameters(st, features)
 
@@ -284,7 +284,7 @@ def predict(
         if not feats:
             continue
         frames = MemoryFrames(feats, features)
-        plan = scoring._plan(model, frames, st.features, eval_mode, max_frames, names)
+        plan = scoring.plan_scoring(model, frames, st.features, eval_mode, max_frames, names)
         scores = inference.evaluate(
             model.net, model.normalizer, plan.dataset, model.device, precision
         )

@@ -10,10 +10,14 @@
 and writes ``<run>/scores_<split>.txt`` plus a provenance sidecar ``<run>/scores_<split>.txt.json``
 (``<run>/scores_<storename>_<split>.txt`` for a store other than the run's training store).
 
-Scoring goes through named phases: :func:`_resolve_run` (run directory, checkpoint, run
-record), :func:`_open_matching_store` (the store, checked against the run's fingerprint),
-:func:`_select_split` (its utterances and the score layout), :func:`_load_model` (weights,
-device, normaliser), :func:`_infer` and :func:`_write_with_provenance`.
+Scoring goes through named phases: :func:`resolve_run` (run directory, checkpoint, run
+record), :func:`open_matching_store` (the store, checked against the run's fingerprint),
+:func:`select_split` (its utterances and the score layout), :func:`load_model` (weights,
+device, normaliser), :func:`plan_scoring`, :func:`_infer` and :func:`_write_with_provenance`.
+The phases and their records (:class:`TrainedRun`, :class:`LoadedModel`) are shared with
+``trainer predict`` (:mod:`trainer.predict`), ``trainer embed``
+(:mod:`trainer.embedding_extraction`) and the GMM baselines' scoring, so all of them resolve
+runs, match stores and write files by the same rules.
 
 Inference is the training loop's own dev scoring, :func:`trainer.inference.evaluate`, on the
 exact batches of :mod:`trainer.score_batches`: models with ``eval_window = None`` score whole
@@ -94,7 +98,24 @@ from trainer.score_batches import (
 )
 from trainer.scorefiles import SCORE_FORMATS, write_score_file
 
-__all__ = ["SCORE_FORMATS", "score", "write_score_file"]
+__all__ = [
+    "SCORE_FORMATS",
+    "LoadedModel",
+    "TrainedRun",
+    "UtteranceProgress",
+    "check_settings",
+    "default_score_path",
+    "load_model",
+    "open_matching_store",
+    "plan_scoring",
+    "refuse_foreign_overwrite",
+    "resolve_run",
+    "score",
+    "select_split",
+    "store_location",
+    "write_score_file",
+    "write_scores_with_provenance",
+]
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -195,14 +216,14 @@ def score(
     >>> path  # doctest: +SKIP
     PosixPath('runs/grcnn-20261122-013000/scores_eval.txt')
     """
-    _check_settings(format, precision, batch_size, workers)
+    check_settings(format, precision, batch_size, workers)
     check_plan_settings(eval_mode, max_frames)
 
     def log(message: str) -> None:
         if progress:
             tqdm.write(message, file=sys.stderr)
 
-    trained = _resolve_run(run, checkpoint, log)
+    trained = resolve_run(run, checkpoint, log)
     if verify:
         where = os.fspath(store) if store is not None else trained.record.store.path
         log(f"verifying {where} ...")
@@ -218,14 +239,14 @@ def score(
             cache_dir=cache_dir,
             log=log,
         )
-    st = _open_matching_store(trained, store, force, cache_dir)
-    target = _select_split(st, split, format, log)
-    out_path = Path(out) if out is not None else _default_score_path(trained, st, split)
+    st = open_matching_store(trained, store, force, cache_dir)
+    target = select_split(st, split, format, log)
+    out_path = Path(out) if out is not None else default_score_path(trained, st, split)
     if not force:
-        _refuse_foreign_overwrite(out_path, trained, st, split)
-    model = _load_model(trained, st, device, batch_size, cache_dir)
+        refuse_foreign_overwrite(out_path, trained, st, split)
+    model = load_model(trained, st, device, batch_size, cache_dir)
     frames = StoreFrames(st, split, list(model.net.features))
-    plan = _plan(model, frames, st.features, eval_mode, max_frames, target.utt_ids)
+    plan = plan_scoring(model, frames, st.features, eval_mode, max_frames, target.utt_ids)
     result = _infer(model, plan, st, target, precision, workers, progress)
     _write_with_provenance(out_path, trained, st, target, model, plan, result, precision)
     n, seconds = len(target.utt_ids), result.seconds
@@ -236,7 +257,7 @@ def score(
     return out_path
 
 
-def _check_settings(
+def check_settings(
     format: str | None, precision: str, batch_size: int | None, workers: int
 ) -> None:
     if format is not None and format not in SCORE_FORMATS:
@@ -253,16 +274,16 @@ def _check_settings(
 
 
 @dataclass(frozen=True)
-class _TrainedRun:
+class TrainedRun:
     run: Path
     checkpoint_path: Path
     checkpoint: Checkpoint
     record: RunRecord
 
 
-def _resolve_run(
+def resolve_run(
     run: str | os.PathLike | None, checkpoint: str | os.PathLike, log: Callable[[str], None]
-) -> _TrainedRun:
+) -> TrainedRun:
     """The run directory (default: the latest), its checkpoint, and the run record.
 
     The record is the checkpoint's own; a checkpoint saved without one uses the run
@@ -282,14 +303,14 @@ def _resolve_run(
             raise TrainingError(
                 f"{path}: not a trainer checkpoint (no run record: no 'config' field, and {exc})"
             ) from None
-    return _TrainedRun(run, path, state, record)
+    return TrainedRun(run, path, state, record)
 
 
 # --- phase 2: the store -----------------------------------------------------------------------
 
 
-def _open_matching_store(
-    trained: _TrainedRun,
+def open_matching_store(
+    trained: TrainedRun,
     store: str | os.PathLike | None,
     force: bool,
     cache_dir: str | os.PathLike | None,
@@ -332,7 +353,7 @@ class _Split:
     format: str
 
 
-def _select_split(st: Any, split: str, format: str | None, log: Callable[[str], None]) -> _Split:
+def select_split(st: Any, split: str, format: str | None, log: Callable[[str], None]) -> _Split:
     """The split's utterances, and the score layout (checked against its keys)."""
     if split not in st.splits:
         raise StoreError(st.path, f"no split {split!r}; the store has {', '.join(st.splits)}")
@@ -361,13 +382,13 @@ def _select_split(st: Any, split: str, format: str | None, log: Callable[[str], 
     )
 
 
-def _default_score_path(trained: _TrainedRun, st: Any, split: str) -> Path:
+def default_score_path(trained: TrainedRun, st: Any, split: str) -> Path:
     """The default score file: ``<run>/scores_[<storename>_]<split>.txt``.
 
     No store name for the run's training store (``trainer score --split eval`` ->
     ``<run>/scores_eval.txt``); another store's name keeps the files of two stores apart.
     """
-    if _location(st.path) == _location(trained.record.store.path):
+    if store_location(st.path) == store_location(trained.record.store.path):
         return trained.run / f"scores_{split}.txt"
     name = st.path.rstrip("/").rsplit("/", 1)[-1]
     for suffix in (".zarr", ".h5", ".hdf5"):
@@ -376,7 +397,7 @@ def _default_score_path(trained: _TrainedRun, st: Any, split: str) -> Path:
     return trained.run / f"scores_{name}_{split}.txt"
 
 
-def _refuse_foreign_overwrite(out_path: Path, trained: _TrainedRun, st: Any, split: str) -> None:
+def refuse_foreign_overwrite(out_path: Path, trained: TrainedRun, st: Any, split: str) -> None:
     """Refuse to replace a score file of another run, store or split (its sidecar says)."""
     if not out_path.exists():
         return
@@ -390,7 +411,7 @@ def _refuse_foreign_overwrite(out_path: Path, trained: _TrainedRun, st: Any, spl
             f"exists and has no readable provenance sidecar ({sidecar.name}) saying what it "
             "scored; pass --force to overwrite it, or choose another --out",
         ) from None
-    now = (os.path.abspath(trained.run), _location(st.path), split)
+    now = (os.path.abspath(trained.run), store_location(st.path), split)
     if was != now:
         raise ScoreFileError(
             out_path,
@@ -404,7 +425,7 @@ def _refuse_foreign_overwrite(out_path: Path, trained: _TrainedRun, st: Any, spl
 
 
 @dataclass(frozen=True)
-class _LoadedModel:
+class LoadedModel:
     net: nn.Module
     normalizer: FeatureNormalizer
     norm_source: str
@@ -412,13 +433,13 @@ class _LoadedModel:
     batch_size: int
 
 
-def _load_model(
-    trained: _TrainedRun,
+def load_model(
+    trained: TrainedRun,
     st: Any,
     device: str,
     batch_size: int | None,
     cache_dir: str | os.PathLike | None,
-) -> _LoadedModel:
+) -> LoadedModel:
     """The trained model (eval mode) and its normaliser on the scoring device."""
     record = trained.record
     net = inference.build_trained_model(
@@ -432,7 +453,7 @@ def _load_model(
         batch_size = int(record.fit.eval_batch_size or record.fit.batch_size)
     net.to(dev).eval()
     normalizer.to(dev)
-    return _LoadedModel(net, normalizer, norm_source, dev, batch_size)
+    return LoadedModel(net, normalizer, norm_source, dev, batch_size)
 
 
 @dataclass(frozen=True)
@@ -444,8 +465,8 @@ class _Plan:
     windowed: list[str]
 
 
-def _plan(
-    model: _LoadedModel,
+def plan_scoring(
+    model: LoadedModel,
     frames: StoreFrames | MemoryFrames,
     feature_records: dict[str, dict],
     eval_mode: str,
@@ -469,7 +490,7 @@ def _plan(
     return _Plan(dataset, eval_mode, max_frames, fixed, windowed)
 
 
-def _check_store_bins(trained: _TrainedRun, st: Any, features: dict[str, int]) -> None:
+def _check_store_bins(trained: TrainedRun, st: Any, features: dict[str, int]) -> None:
     """Refuse a store whose bins of a feature differ from the training store's (even forced).
 
     Runs recorded before the training store's bins were (no ``store.n_bins``) need at least
@@ -492,7 +513,7 @@ def _check_store_bins(trained: _TrainedRun, st: Any, features: dict[str, int]) -
 
 
 def _normalizer(
-    trained: _TrainedRun,
+    trained: TrainedRun,
     store: Any,
     features: dict[str, int],
     cache_dir: str | os.PathLike | None,
@@ -533,7 +554,7 @@ def _normalizer(
 # --- phase 4: inference -----------------------------------------------------------------------
 
 
-class _UtteranceProgress:
+class UtteranceProgress:
     """Counts utterances finished by each forward pass of the model into a tqdm bar.
 
     :func:`trainer.inference.evaluate` runs the model once per batch of ``dataset.batches``,
@@ -568,7 +589,7 @@ class _Inference:
 
 
 def _infer(
-    model: _LoadedModel,
+    model: LoadedModel,
     plan: _Plan,
     st: Any,
     target: _Split,
@@ -587,7 +608,7 @@ def _infer(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    hook = model.net.register_forward_hook(_UtteranceProgress(plan.dataset, bar))
+    hook = model.net.register_forward_hook(UtteranceProgress(plan.dataset, bar))
     try:
         scores = inference.evaluate(
             model.net, model.normalizer, plan.dataset, model.device, precision, workers
@@ -621,10 +642,10 @@ def _infer(
 
 def _write_with_provenance(
     out_path: Path,
-    trained: _TrainedRun,
+    trained: TrainedRun,
     st: Any,
     target: _Split,
-    model: _LoadedModel,
+    model: LoadedModel,
     plan: _Plan,
     result: _Inference,
     precision: str,
@@ -632,7 +653,7 @@ def _write_with_provenance(
     """The score file and its sidecar, with how the network scored the split."""
     n, seconds = len(target.utt_ids), result.seconds
     details = {
-        "normalisation": _location(model.norm_source),
+        "normalisation": store_location(model.norm_source),
         "model": {
             "name": trained.record.model.name,
             "kwargs": dict(trained.record.model.kwargs),
@@ -659,7 +680,7 @@ def _write_with_provenance(
 
 def write_scores_with_provenance(
     out_path: Path,
-    trained: _TrainedRun,
+    trained: TrainedRun,
     st: Any,
     target: _Split,
     scores: np.ndarray,
@@ -694,7 +715,7 @@ def write_scores_with_provenance(
             "dev_eer": _finite_or_none(trained.checkpoint.dev_eer),
         },
         "store": {
-            "path": _location(st.path),
+            "path": store_location(st.path),
             "fingerprint": st.fingerprint,
             "run_fingerprint": want,
             "forced": st.fingerprint != want,
@@ -729,7 +750,7 @@ def write_error(path: str | os.PathLike, exc: OSError) -> SpoofstoreError:
     return ScoreFileError(path, message)
 
 
-def _location(path: str) -> str:
+def store_location(path: str) -> str:
     """Absolute local path; URLs and ``"checkpoint"`` as they are."""
     return path if path == "checkpoint" or "://" in path else os.path.abspath(path)
 
