@@ -15,8 +15,10 @@ Extract
     joblib (loky) or Dask workers extract features for *batches* of utterances (start-up paid
     once per worker), locating every audio file once (one directory listing); results come
     back in order (``return_as="generator"``), at most ``2 * jobs`` batches in flight, so
-    memory does not grow with the corpus. Frames are appended to a per-feature in-memory
-    buffer and written in whole, aligned shards; the split's journal (one line per
+    memory does not grow with the corpus. Local worker processes hand their rows over
+    through shared-memory rings (:mod:`featstore.shared_rows`), not through the result
+    pipe. Frames are appended to a per-feature in-memory buffer and written in whole,
+    aligned shards; the split's journal (one line per
     utterance) and progress record (committed count, frame ends, float64 statistics
     accumulators) are updated atomically *after* the data they cover is written. A re-run of
     the same command resumes from the last commit and ends byte-identical to an
@@ -75,6 +77,7 @@ from featstore.features.validation import validate_feature_params
 from featstore.manifests import AudioLocator, Utterance, list_protocols, read_manifest
 from featstore.parallel import parallel_backend
 from featstore.remote import build_to_url
+from featstore.shared_rows import ArenaReader, ArenaSpec, SharedRows, arenas, worker_arena
 from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.direct_io import aligned_empty
 from featstore.store.journal import SplitJournal, read_json
@@ -1194,16 +1197,75 @@ def _feature_rows(
 
 
 def _extract_batch(
-    tasks: Sequence[_Task], specs: Sequence[tuple[str, dict[str, Any]]], own_process: bool = False
+    tasks: Sequence[_Task],
+    specs: Sequence[tuple[str, dict[str, Any]]],
+    own_process: bool = False,
+    arena: ArenaSpec | None = None,
 ) -> list[_Extracted | _Rejected]:
     """Worker entry point: features of a batch of utterances, in order.
 
     ``own_process``: this runs in a worker process the build started (loky), whose memory
-    allocator may be tuned for the build (:func:`_keep_freed_memory`).
+    allocator may be tuned for the build (:func:`_keep_freed_memory`). ``arena``: the
+    build's shared-memory arenas; rows go back through this process's ring where they fit
+    (:func:`_sharer`).
     """
     if own_process:
         _keep_freed_memory()
-    return [_extract_one(t, specs) for t in tasks]
+    share = _sharer(arena)
+    return [share(_extract_one(t, specs)) for t in tasks]
+
+
+def _sharer(spec: ArenaSpec | None) -> Callable[[Any], Any]:
+    """A function moving a result's rows into this worker's arena, for one batch.
+
+    Each array the arena takes is replaced by its :class:`SharedRows`; the others stay in
+    the result (pickled back as before). Without an arena results pass unchanged.
+    """
+    arena = worker_arena(spec)
+    if arena is None:
+        return lambda result: result
+    arena.new_batch()
+
+    def share(result: Any) -> Any:
+        if isinstance(result, _Rejected):
+            return result
+        feats = {}
+        for key, rows in result.feats.items():
+            ref = arena.put(rows)
+            feats[key] = rows if ref is None else ref
+        return dataclasses.replace(result, feats=feats)
+
+    return share
+
+
+def _received(batches: Iterable[list[Any]], reader: ArenaReader | None) -> Iterator[list[Any]]:
+    """Batches of results with every :class:`SharedRows` replaced by its rows.
+
+    The rows are views of the workers' rings, valid while the caller handles their batch:
+    the space is released when the caller asks for the next batch (it has copied the rows
+    into its shard buffers by then).
+    """
+    if reader is None:
+        yield from batches
+        return
+    for batch in batches:
+        local = [_local_rows(result, reader) for result in batch]
+        yield local
+        for result in batch:
+            for rows in getattr(result, "feats", {}).values():
+                if isinstance(rows, SharedRows):
+                    reader.release(rows)
+
+
+def _local_rows(result: Any, reader: ArenaReader) -> Any:
+    """``result`` with the arrays its :class:`SharedRows` point to."""
+    if isinstance(result, _Rejected):
+        return result
+    feats = {
+        key: reader.rows(rows) if isinstance(rows, SharedRows) else rows
+        for key, rows in result.feats.items()
+    }
+    return dataclasses.replace(result, feats=feats)
 
 
 @dataclass(frozen=True)
@@ -1282,12 +1344,17 @@ def _extract_views_batch(
     seed: int,
     views: Sequence[int],
     own_process: bool = False,
+    arena: ArenaSpec | None = None,
 ) -> list[_ViewsExtracted | _Rejected]:
-    """Worker entry point: the augmented views ``views`` of a batch of utterances, in order."""
+    """Worker entry point: the augmented views ``views`` of a batch of utterances, in order.
+
+    ``own_process`` and ``arena`` as for :func:`_extract_batch`.
+    """
     if own_process:
         _keep_freed_memory()
     recipe = _recipe_from_json(recipe_json)
-    return [_views_one(t, specs, recipe, seed, views) for t in tasks]
+    share = _sharer(arena)
+    return [share(_views_one(t, specs, recipe, seed, views)) for t in tasks]
 
 
 def _views_one(
@@ -2415,10 +2482,14 @@ def _extract(
         Parallel(
             n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
         ) as parallel,
+        # inside Parallel: closed first on errors, which wakes workers waiting for ring space
+        arenas(enabled=own_workers) as reader,
     ):
+        arena = None if reader is None else reader.spec
 
         def dispatch(batches: list[list[_Task]]) -> Iterable[list[_Result]]:
-            return parallel(delayed(_extract_batch)(b, specs, own_workers) for b in batches)
+            calls = (delayed(_extract_batch)(b, specs, own_workers, arena) for b in batches)
+            return _received(parallel(calls), reader)
 
         progress = _Progress(bar, t0)
         extractor = _SplitExtractor(plan, writer, locate, dispatch, progress, retry)
@@ -2433,12 +2504,13 @@ def _extract(
             numbers_ = tuple(range(1, aug.views + 1))
 
             def dispatch_views(batches: list[list[_ViewTask]]) -> Iterable[list[Any]]:
-                return parallel(
+                calls = (
                     delayed(_extract_views_batch)(
-                        b, specs, recipe_json, aug.seed, numbers_, own_workers
+                        b, specs, recipe_json, aug.seed, numbers_, own_workers, arena
                     )
                     for b in batches
                 )
+                return _received(parallel(calls), reader)
 
             viewer = _ViewExtractor(plan, writer, locate, dispatch_views, progress, extractor.spare)
             for split in aug.splits:

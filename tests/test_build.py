@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import soundfile as sf
 from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
 
 import featstore
-from featstore.build import BuildConfig, BuildSummary
+from featstore import shared_rows
+from featstore.build import BuildConfig, BuildSummary, _extract_batch, _received, _Task
 from featstore.errors import (
     AudioError,
     ConfigError,
@@ -21,7 +23,8 @@ from featstore.errors import (
     ManifestError,
     StoreError,
 )
-from featstore.features.registry import compute_feature
+from featstore.features.registry import compute_feature, get_feature
+from featstore.shared_rows import SharedRows
 from featstore.store import open_store
 from featstore.store.inspect import verify_store
 from featstore.store.layout import split_checksum
@@ -52,6 +55,61 @@ def test_jobs_1_and_2_give_identical_bytes(corpus: Path, clean_store: Path, tmp_
         for path in sorted((clean_store / split).rglob("*")):
             if path.is_file():
                 assert path.read_bytes() == (out / path.relative_to(clean_store)).read_bytes()
+
+
+def _arena_dirs() -> list[str]:
+    """This process's shared-memory arena directories (a build must leave none)."""
+    prefix = f"featstore-rows-{os.getpid()}-"
+    return [p for p in os.listdir("/dev/shm") if p.startswith(prefix)] if HAS_SHM else []
+
+
+HAS_SHM = shared_rows.supported() and os.path.isdir("/dev/shm")
+
+
+@pytest.mark.skipif(not HAS_SHM, reason="shared-memory arenas: Linux x86-64 with /dev/shm")
+def test_jobs_2_with_rows_partly_inline_gives_identical_bytes(
+    corpus: Path, clean_store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A ring so small that the workers send some arrays through it and the others inline
+    (too large for it, or it is full of their own batch): the store is still the same."""
+    monkeypatch.setattr(shared_rows, "DEFAULT_CAPACITY", 320 * 1024)  # 14 inline, 12 shared
+    out = tmp_path / "mixed.zarr"
+    featstore.build(corpus / "protocols", corpus, out, jobs=2, batch_size=3, quiet=True, **SMALL)
+    assert_stores_equal(clean_store, out)
+    assert _arena_dirs() == []
+
+
+def test_rows_travel_through_the_arena_released_batch_by_batch(tmp_path: Path, monkeypatch):
+    """In-process: a worker's results carry SharedRows, the build side sees the same arrays
+    as without an arena, and a batch's space is released before the next batch is computed
+    (a ring that holds one batch serves every batch without waiting)."""
+    if not shared_rows.supported():
+        pytest.skip("arenas: Linux x86-64 only")
+    root = make_corpus(tmp_path / "c", {"dev": 6}, seconds=(1.0, 1.0), seed=4)
+    files = sorted((root / "flac").glob("*.flac"))
+    specs = (("logmel", get_feature("logmel").resolve()),)
+    tasks = [_Task(i, str(f), None) for i, f in enumerate(files)]
+    expected = _extract_batch(tasks, specs)
+    one = expected[0].feats["logmel"].nbytes
+    assert all(r.feats["logmel"].nbytes == one for r in expected)
+    monkeypatch.setattr(shared_rows, "WAIT_SECONDS", 0.05)  # no release: inline, fast
+    with shared_rows.arenas(root=str(tmp_path), capacity=3 * (-(-one // 64) * 64)) as reader:
+        sent: list[list] = []
+
+        def worker():
+            for start in range(0, len(tasks), 2):  # each batch needs the previous one's space
+                sent.append(_extract_batch(tasks[start : start + 2], specs, arena=reader.spec))
+                yield sent[-1]
+
+        got = [
+            {k: v.copy() for k, v in r.feats.items()}
+            for batch in _received(worker(), reader)
+            for r in batch
+        ]
+    assert all(isinstance(r.feats["logmel"], SharedRows) for batch in sent for r in batch)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g["logmel"], e.feats["logmel"])
 
 
 def test_summary_and_rerun_is_noop(corpus: Path, clean_store: Path) -> None:
@@ -327,16 +385,19 @@ def test_retry_quarantined_resumes_an_unfinished_build(tmp_path: Path, monkeypat
     assert_stores_equal(clean, out)
 
 
-def test_strict_stops_at_first_bad_utterance(bad_corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_strict_stops_at_first_bad_utterance(bad_corpus: Path, tmp_path: Path, jobs: int) -> None:
     with pytest.raises(AudioError, match=r"LA_D_MISSING.*--strict"):
         featstore.build(
             bad_corpus / "protocols",
             bad_corpus,
             tmp_path / "s.zarr",
-            jobs=1,
+            jobs=jobs,
+            batch_size=1,
             quiet=True,
             strict=True,
         )
+    assert _arena_dirs() == []  # the workers' rings are gone with the failed build
 
 
 def test_manifest_errors(tmp_path: Path) -> None:
