@@ -47,6 +47,7 @@ import shutil
 import sys
 import time
 import tomllib
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -2484,6 +2485,7 @@ def _extract(
         ) as parallel,
         # inside Parallel: closed first on errors, which wakes workers waiting for ring space
         arenas(enabled=own_workers) as reader,
+        _quiet_abandoned_tasks(),
     ):
         arena = None if reader is None else reader.spec
 
@@ -2519,6 +2521,23 @@ def _extract(
                     clean = _stored_clean_records(plan.out, split, list(cfg.features))
                 views[split] = viewer.split(split, plan.splits[split], clean)
     return _Extraction(splits, progress.audio_seconds, views)
+
+
+@contextmanager
+def _quiet_abandoned_tasks() -> Iterator[None]:
+    """Silence joblib's warning about tasks left running when a build stops early.
+
+    A build that stops (``--strict``, a failed split, an error) abandons the batches in
+    flight on purpose; the user gets the ``error:`` line, not advice about task iterators.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*adjusting the input task iterator",
+            category=UserWarning,
+            module=r"joblib\.",
+        )
+        yield
 
 
 def _kept_split(base: Mapping[str, Any], split: str, n_utts: int) -> _SplitResult:

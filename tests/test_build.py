@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -398,6 +400,17 @@ def test_strict_stops_at_first_bad_utterance(bad_corpus: Path, tmp_path: Path, j
             strict=True,
         )
     assert _arena_dirs() == []  # the workers' rings are gone with the failed build
+
+
+def test_strict_stop_with_batches_in_flight_prints_only_the_error(bad_corpus: Path, tmp_path):
+    """Abandoning the workers' batches on purpose is not worth joblib's advice on stderr."""
+    argv = ["build", "--manifest", str(bad_corpus / "protocols"), "--audio-root", str(bad_corpus)]
+    argv += ["--out", str(tmp_path / "s.zarr"), "--jobs", "2", "--strict", "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "featstore", *argv], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: dev/LA_D_MISSING") and proc.stderr.count("\n") == 1
 
 
 def test_manifest_errors(tmp_path: Path) -> None:
