@@ -15,7 +15,8 @@ Extract
     joblib (loky) or Dask workers extract features for *batches* of utterances (start-up paid
     once per worker), locating every audio file once (one directory listing); results come
     back in order (``return_as="generator"``), at most ``2 * jobs`` batches in flight, so
-    memory does not grow with the corpus. Local worker processes hand their rows over
+    memory does not grow with the corpus. What a worker does with an utterance is
+    :mod:`featstore.extraction`. Local worker processes hand their rows over
     through shared-memory rings (:mod:`featstore.shared_rows`), not through the result
     pipe. Frames are appended to a per-feature in-memory buffer and written in whole,
     aligned shards; the split's journal (one line per
@@ -34,7 +35,6 @@ stops the build at the first one instead.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -62,8 +62,8 @@ from typing import IO, Any
 import numpy as np
 
 from featstore.atomic_files import write_json_atomic
-from featstore.audio import CLIPPED_FRACTION, CLIPPED_NOTE, load_audio
-from featstore.augment import Recipe, apply_chain, parse_recipe, view_rng
+from featstore.audio import CLIPPED_FRACTION, CLIPPED_NOTE
+from featstore.augment import Recipe, parse_recipe
 from featstore.errors import (
     AudioError,
     ConfigError,
@@ -73,12 +73,22 @@ from featstore.errors import (
     SpoofstoreError,
     StoreError,
 )
+from featstore.extraction import (
+    Extracted,
+    Rejected,
+    Task,
+    ViewTask,
+    extract_batch,
+    extract_views_batch,
+    received,
+    view_key,
+)
 from featstore.features.registry import get_feature
 from featstore.features.validation import validate_feature_params
 from featstore.manifests import AudioLocator, Utterance, list_protocols, read_manifest
 from featstore.parallel import parallel_backend
 from featstore.remote import build_to_url
-from featstore.shared_rows import ArenaReader, ArenaSpec, SharedRows, arenas, worker_arena
+from featstore.shared_rows import arenas
 from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.direct_io import aligned_empty
 from featstore.store.journal import SplitJournal, read_json
@@ -1071,377 +1081,6 @@ def _environment_faults(out: Path) -> Iterator[None]:
 
 
 # ============================================================================================
-# extract, worker side
-
-
-@dataclass(frozen=True)
-class _Task:
-    """One utterance to extract: its position in the split and its audio file (or why none)."""
-
-    index: int
-    path: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class _Extracted:
-    """Features of one utterance, ready to commit.
-
-    Attributes
-    ----------
-    index : int
-        Position of the utterance in its split.
-    feats : dict[str, np.ndarray]
-        Feature name -> C-contiguous float32 rows ``(n_frames, n_bins)``.
-    sha256 : dict[str, str]
-        Feature name -> hex sha256 of its rows' bytes.
-    sums : dict[str, tuple of np.ndarray]
-        Feature name -> float64 per-column sums and sums of squares.
-    duration : float
-        Seconds of the decoded 16 kHz signal.
-    sample_rate, channels : int
-        Of the original file.
-    notes : str
-        What loading did (``"resampled 44100->16000; ..."``).
-    """
-
-    index: int
-    feats: dict[str, np.ndarray]
-    sha256: dict[str, str]
-    sums: dict[str, tuple[np.ndarray, np.ndarray]]
-    duration: float
-    sample_rate: int
-    channels: int
-    notes: str
-
-
-@dataclass(frozen=True)
-class _Rejected:
-    """An utterance left out of the store (quarantined), with the reason for the user."""
-
-    index: int
-    reason: str
-
-
-class _Unusable(Exception):
-    """A feature of an utterance cannot be stored; the message is the reason."""
-
-
-def _extract_one(
-    task: _Task, specs: Sequence[tuple[str, dict[str, Any]]]
-) -> _Extracted | _Rejected:
-    """Load one utterance and compute every feature, or say why it is quarantined."""
-    if task.error is not None:
-        return _Rejected(task.index, task.error)
-    try:
-        audio = load_audio(task.path)
-    except AudioError as exc:
-        return _Rejected(task.index, str(exc))
-    x = audio.signal
-    if not np.any(x):
-        return _Rejected(task.index, f"{task.path}: silent: all {x.size} samples are zero")
-    feats, digests, sums = {}, {}, {}
-    for name, params in specs:
-        try:
-            feats[name], sums[name] = _feature_rows(x, name, params)
-        except _Unusable as exc:
-            return _Rejected(task.index, f"{task.path}: {exc}")
-        digests[name] = hashlib.sha256(memoryview(feats[name]).cast("B")).hexdigest()
-    return _Extracted(
-        index=task.index,
-        feats=feats,
-        sha256=digests,
-        sums=sums,
-        duration=x.size / 16000.0,
-        sample_rate=audio.sample_rate,
-        channels=audio.channels,
-        notes="; ".join(audio.notes),
-    )
-
-
-def _feature_rows(
-    x: np.ndarray, name: str, params: dict[str, Any]
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Rows of feature ``name`` of signal ``x`` and their column moments.
-
-    Raises
-    ------
-    _Unusable
-        The kernel refused the signal, it is shorter than one frame, or a value is not
-        finite.
-    """
-    from featstore.store.statistics import column_moments  # Numba: compiled on first use
-
-    spec = get_feature(name)
-    try:
-        y = spec.function(x, **params)
-    except ConfigError:
-        raise  # bad parameters fail the build; they are not a fault of this utterance
-    except ValueError as exc:
-        raise _Unusable(f"{name}: {exc}") from None
-    n_bins = int(spec.n_bins(params))
-    if y.dtype != DTYPE or y.ndim != 2 or y.shape[1] != n_bins:
-        raise AssertionError(  # a kernel bug, not bad input
-            f"kernel {spec.kernel} returned {y.dtype} {y.shape}, expected (n, {n_bins}) f4"
-        )
-    if y.shape[0] == 0:
-        raise _Unusable(
-            f"too short: {x.size} samples ({x.size / 16000.0:.4f} s) is less than one {name} "
-            f"frame ({params['win_length']} samples)"
-        )
-    y = np.ascontiguousarray(y)
-    # float64 sums of float32 values cannot overflow: they are finite iff every value is
-    moments = column_moments(y)
-    if not np.isfinite(moments[1]).all():
-        raise _Unusable(f"{name}: {int(np.count_nonzero(~np.isfinite(y)))} non-finite values")
-    return y, moments
-
-
-def _extract_batch(
-    tasks: Sequence[_Task],
-    specs: Sequence[tuple[str, dict[str, Any]]],
-    own_process: bool = False,
-    arena: ArenaSpec | None = None,
-) -> list[_Extracted | _Rejected]:
-    """Worker entry point: features of a batch of utterances, in order.
-
-    ``own_process``: this runs in a worker process the build started (loky), whose memory
-    allocator may be tuned for the build (:func:`_keep_freed_memory`). ``arena``: the
-    build's shared-memory arenas; rows go back through this process's ring where they fit
-    (:func:`_sharer`).
-    """
-    if own_process:
-        _keep_freed_memory()
-    share = _sharer(arena)
-    return [share(_extract_one(t, specs)) for t in tasks]
-
-
-def _sharer(spec: ArenaSpec | None) -> Callable[[Any], Any]:
-    """A function moving a result's rows into this worker's arena, for one batch.
-
-    Each array the arena takes is replaced by its :class:`SharedRows`; the others stay in
-    the result (pickled back as before). Without an arena results pass unchanged.
-    """
-    arena = worker_arena(spec)
-    if arena is None:
-        return lambda result: result
-    arena.new_batch()
-
-    def share(result: Any) -> Any:
-        if isinstance(result, _Rejected):
-            return result
-        feats = {}
-        for key, rows in result.feats.items():
-            ref = arena.put(rows)
-            feats[key] = rows if ref is None else ref
-        return dataclasses.replace(result, feats=feats)
-
-    return share
-
-
-def _received(batches: Iterable[list[Any]], reader: ArenaReader | None) -> Iterator[list[Any]]:
-    """Batches of results with every :class:`SharedRows` replaced by its rows.
-
-    The rows are views of the workers' rings, valid while the caller handles their batch:
-    the space is released when the caller asks for the next batch (it has copied the rows
-    into its shard buffers by then).
-    """
-    if reader is None:
-        yield from batches
-        return
-    for batch in batches:
-        local = [_local_rows(result, reader) for result in batch]
-        yield local
-        for result in batch:
-            for rows in getattr(result, "feats", {}).values():
-                if isinstance(rows, SharedRows):
-                    reader.release(rows)
-
-
-def _local_rows(result: Any, reader: ArenaReader) -> Any:
-    """``result`` with the arrays its :class:`SharedRows` point to."""
-    if isinstance(result, _Rejected):
-        return result
-    feats = {
-        key: reader.rows(rows) if isinstance(rows, SharedRows) else rows
-        for key, rows in result.feats.items()
-    }
-    return dataclasses.replace(result, feats=feats)
-
-
-@dataclass(frozen=True)
-class _ViewTask:
-    """One utterance whose augmented views to make.
-
-    Attributes
-    ----------
-    index : int
-        Its row in the split's index (clean view).
-    path, error : str or None
-        Its audio file, or why there is none.
-    utt_id : str
-        Its id (seeds each view's generator).
-    n_frames : tuple of (str, int)
-        Feature -> frames of its clean view (every view has as many).
-    """
-
-    index: int
-    path: str | None
-    error: str | None
-    utt_id: str
-    n_frames: tuple[tuple[str, int], ...]
-
-
-@dataclass(frozen=True)
-class _ViewsExtracted:
-    """The augmented views of one utterance, ready to commit (like :class:`_Extracted`).
-
-    Attributes
-    ----------
-    index : int
-        Its row in the split's index.
-    feats : dict[str, np.ndarray]
-        :func:`_view_key` (feature, view) -> rows; a quarantined view holds the clean rows.
-    sha256 : dict[str, str]
-        The same keys -> hex sha256 of the rows.
-    sums : dict
-        Empty: statistics are computed on the clean view only.
-    views : dict[str, dict]
-        View number (as text) -> ``{"ok": True, "chain": "codec+noise"}`` or
-        ``{"ok": False, "reason": ...}``.
-    duration : float
-        Seconds of the utterance.
-    """
-
-    index: int
-    feats: dict[str, np.ndarray]
-    sha256: dict[str, str]
-    sums: dict[str, tuple[np.ndarray, np.ndarray]]
-    views: dict[str, dict[str, Any]]
-    duration: float
-
-
-def _view_key(feature: str, view: int) -> str:
-    """Key of one (feature, view) array in the build (``"mgd@2"``; ``@`` is in no name)."""
-    return f"{feature}@{view}"
-
-
-_VIEW_FAULTS = (SpoofstoreError, ValueError, RuntimeError, _Unusable)
-"""What quarantines one augmented view: errors of the augmentation (a drawn noise file that
-is silent, a codec that fails: soundfile's errors are RuntimeErrors) or of extracting its
-features (non-finite values). Bugs (AssertionError, TypeError ...) still stop the build."""
-
-
-@functools.lru_cache(maxsize=4)
-def _recipe_from_json(text: str) -> Recipe:
-    """The recipe of a build, parsed once per worker process (recipes do not pickle)."""
-    return Recipe.from_json(text)
-
-
-def _extract_views_batch(
-    tasks: Sequence[_ViewTask],
-    specs: Sequence[tuple[str, dict[str, Any]]],
-    recipe_json: str,
-    seed: int,
-    views: Sequence[int],
-    own_process: bool = False,
-    arena: ArenaSpec | None = None,
-) -> list[_ViewsExtracted | _Rejected]:
-    """Worker entry point: the augmented views ``views`` of a batch of utterances, in order.
-
-    ``own_process`` and ``arena`` as for :func:`_extract_batch`.
-    """
-    if own_process:
-        _keep_freed_memory()
-    recipe = _recipe_from_json(recipe_json)
-    share = _sharer(arena)
-    return [share(_views_one(t, specs, recipe, seed, views)) for t in tasks]
-
-
-def _views_one(
-    task: _ViewTask,
-    specs: Sequence[tuple[str, dict[str, Any]]],
-    recipe: Recipe,
-    seed: int,
-    views: Sequence[int],
-) -> _ViewsExtracted | _Rejected:
-    """Load one utterance and make its views, or say why its audio cannot be read.
-
-    View ``k`` uses ``view_rng(seed, utt_id, k)`` alone: it draws the chain and feeds it
-    (:func:`featstore.augment.augment`), so its bytes depend on nothing else. A view whose
-    augmentation or extraction fails gets the clean rows and the reason.
-    """
-    if task.error is not None:
-        return _Rejected(task.index, task.error)
-    try:
-        x = load_audio(task.path).signal
-    except AudioError as exc:
-        return _Rejected(task.index, str(exc))
-    expected = dict(task.n_frames)
-    feats: dict[str, np.ndarray] = {}
-    digests: dict[str, str] = {}
-    status: dict[str, dict[str, Any]] = {}
-    clean: dict[str, np.ndarray] | None = None
-    for k in views:
-        rng = view_rng(seed, task.utt_id, k)
-        chain = recipe.draw(rng)
-        try:
-            rows = _view_rows(apply_chain(x, rng, chain), specs, expected)
-            status[str(k)] = {"ok": True, "chain": str(chain)}
-        except _VIEW_FAULTS as exc:
-            if clean is None:
-                clean = {name: _feature_rows(x, name, params)[0] for name, params in specs}
-            rows = clean
-            reason = str(exc) or type(exc).__name__
-            status[str(k)] = {"ok": False, "reason": f"view {k} ({chain}): {reason}"}
-        for name, _ in specs:
-            key = _view_key(name, k)
-            feats[key] = rows[name]
-            digests[key] = hashlib.sha256(memoryview(rows[name]).cast("B")).hexdigest()
-    return _ViewsExtracted(task.index, feats, digests, {}, status, x.size / 16000.0)
-
-
-def _view_rows(
-    y: np.ndarray, specs: Sequence[tuple[str, dict[str, Any]]], expected: Mapping[str, int]
-) -> dict[str, np.ndarray]:
-    """Every feature of an augmented signal, each with the clean view's number of frames.
-
-    Raises
-    ------
-    _Unusable
-        A kernel refused the signal, a value is not finite, or the frame count differs.
-    """
-    rows = {}
-    for name, params in specs:
-        rows[name] = _feature_rows(y, name, params)[0]
-        if len(rows[name]) != expected[name]:
-            raise _Unusable(
-                f"{name}: {len(rows[name])} frames, the clean view has {expected[name]}"
-            )
-    return rows
-
-
-@functools.cache
-def _keep_freed_memory() -> None:
-    """Make glibc's malloc keep freed memory for reuse, once per worker process.
-
-    Every utterance allocates and frees a few MB (signal, spectra, features, pickled
-    results). With glibc's defaults many of those blocks are ``mmap``-ed and returned to the
-    kernel when freed, so each utterance pays page faults on fresh memory again: measured
-    here, ~950k faults and ~4 s of system time in the two workers of a 2-hour build. Fixed
-    thresholds (blocks under 32 MiB from the heap, free heap kept up to 512 MiB) let the
-    worker reuse its own warm pages. A no-op where ``mallopt`` is unavailable (not glibc).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked with
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h> parameter numbers
-    mallopt(m_mmap_threshold, 32 << 20)  # the largest value glibc accepts on 64-bit
-    mallopt(m_trim_threshold, 512 << 20)
-
-
-# ============================================================================================
 # extract, main side: shard buffers and ordered writes
 
 
@@ -1727,7 +1366,7 @@ class _SplitCommitter:
         """Utterances of the split recorded in the progress record."""
         return self.state["committed"]
 
-    def add(self, record: dict[str, Any], result: _Extracted | None) -> None:
+    def add(self, record: dict[str, Any], result: Extracted | None) -> None:
         """Append one utterance's journal record and (unless quarantined) its frames."""
         sums = None
         if result is not None:
@@ -1852,8 +1491,8 @@ def _common_reasons(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str
     return sorted(((c, k) for k, c in counts.items()), key=lambda ck: (-ck[0], ck[1]))
 
 
-_Result = _Extracted | _Rejected
-_Dispatch = Callable[[list[list[_Task]]], Iterable[list[_Result]]]
+_Result = Extracted | Rejected
+_Dispatch = Callable[[list[list[Task]]], Iterable[list[_Result]]]
 """Runs batches of tasks on the workers; yields each batch's results, batches in order."""
 _Locate = Callable[[Utterance], tuple[str | None, str | None]]
 """Utterance -> (audio path, None) or (None, why there is none)."""
@@ -2013,13 +1652,13 @@ class _SplitExtractor:
         AudioError
             With ``strict``, the first bad utterance.
         """
-        tasks = [_Task(j, *self.locate(utts[j])) for j in range(first, len(utts))]
+        tasks = [Task(j, *self.locate(utts[j])) for j in range(first, len(utts))]
         size = self.cfg.batch_size
         written = quarantined = 0
         for batch in self.dispatch([tasks[i : i + size] for i in range(0, len(tasks), size)]):
             for result in batch:
                 utt = utts[result.index]
-                if isinstance(result, _Rejected):
+                if isinstance(result, Rejected):
                     if self.cfg.strict:
                         raise AudioError(
                             None,
@@ -2066,7 +1705,7 @@ class _SplitExtractor:
 
 
 def _journal_record(
-    utt: Utterance, result: _Extracted, features: Mapping[str, Any]
+    utt: Utterance, result: Extracted, features: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The journal line of a written utterance (what its index row is made from)."""
     return {
@@ -2186,7 +1825,7 @@ class _ViewExtractor:
     locate : callable
         Finds each utterance's audio file.
     dispatch : callable
-        Runs batches of :class:`_ViewTask` on the workers, results in order.
+        Runs batches of :class:`ViewTask` on the workers, results in order.
     progress : _Progress
         Progress bar and throughput.
     spare : dict
@@ -2212,7 +1851,7 @@ class _ViewExtractor:
         self.progress = progress
         self.spare = spare
         self.arrays = {
-            _view_key(f, k): (f, k, int(desc["n_bins"]))
+            view_key(f, k): (f, k, int(desc["n_bins"]))
             for k in self.views
             for f, desc in self.features.items()
         }
@@ -2286,13 +1925,13 @@ class _ViewExtractor:
         for j in range(first, len(clean)):
             rec = clean[j]
             n_frames = tuple((f, int(rec["n_frames"][f])) for f in self.features)
-            tasks.append(_ViewTask(j, *self.locate(by_id[rec["utt_id"]]), rec["utt_id"], n_frames))
+            tasks.append(ViewTask(j, *self.locate(by_id[rec["utt_id"]]), rec["utt_id"], n_frames))
         size = max(1, self.cfg.batch_size // len(self.views))
         written = 0
         for batch in self.dispatch([tasks[i : i + size] for i in range(0, len(tasks), size)]):
             for result in batch:
                 utt_id = clean[result.index]["utt_id"]
-                if isinstance(result, _Rejected):
+                if isinstance(result, Rejected):
                     raise AudioError(
                         None,
                         f"{split}/{utt_id}: cannot make its augmented views: {result.reason}; "
@@ -2330,7 +1969,7 @@ class _ViewExtractor:
             columns[view_ok_column(k)] = np.array([s["ok"] for s in states], dtype=np.int8)
             columns[view_chain_column(k)] = _str_column([s.get("chain", "") for s in states])
             for f in self.features:
-                digests = [r["sha256"][_view_key(f, k)] for r in records]
+                digests = [r["sha256"][view_key(f, k)] for r in records]
                 columns[view_sha256_column(k, f)] = _str_column(digests)
                 checksums[f].append(split_checksum(digests))
         for r in records:
@@ -2489,9 +2128,9 @@ def _extract(
     ):
         arena = None if reader is None else reader.spec
 
-        def dispatch(batches: list[list[_Task]]) -> Iterable[list[_Result]]:
-            calls = (delayed(_extract_batch)(b, specs, own_workers, arena) for b in batches)
-            return _received(parallel(calls), reader)
+        def dispatch(batches: list[list[Task]]) -> Iterable[list[_Result]]:
+            calls = (delayed(extract_batch)(b, specs, own_workers, arena) for b in batches)
+            return received(parallel(calls), reader)
 
         progress = _Progress(bar, t0)
         extractor = _SplitExtractor(plan, writer, locate, dispatch, progress, retry)
@@ -2505,14 +2144,14 @@ def _extract(
             recipe_json = aug.recipe.to_json()
             numbers_ = tuple(range(1, aug.views + 1))
 
-            def dispatch_views(batches: list[list[_ViewTask]]) -> Iterable[list[Any]]:
+            def dispatch_views(batches: list[list[ViewTask]]) -> Iterable[list[Any]]:
                 calls = (
-                    delayed(_extract_views_batch)(
+                    delayed(extract_views_batch)(
                         b, specs, recipe_json, aug.seed, numbers_, own_workers, arena
                     )
                     for b in batches
                 )
-                return _received(parallel(calls), reader)
+                return received(parallel(calls), reader)
 
             viewer = _ViewExtractor(plan, writer, locate, dispatch_views, progress, extractor.spare)
             for split in aug.splits:

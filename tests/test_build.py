@@ -15,8 +15,8 @@ import soundfile as sf
 from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
 
 import featstore
-from featstore import shared_rows
-from featstore.build import BuildConfig, BuildSummary, _extract_batch, _received, _Task
+from featstore import extraction, shared_rows
+from featstore.build import BuildConfig, BuildSummary
 from featstore.errors import (
     AudioError,
     ConfigError,
@@ -25,6 +25,7 @@ from featstore.errors import (
     ManifestError,
     StoreError,
 )
+from featstore.extraction import Task, extract_batch, received
 from featstore.features.registry import compute_feature, get_feature
 from featstore.shared_rows import SharedRows
 from featstore.store import open_store
@@ -90,8 +91,8 @@ def test_rows_travel_through_the_arena_released_batch_by_batch(tmp_path: Path, m
     root = make_corpus(tmp_path / "c", {"dev": 6}, seconds=(1.0, 1.0), seed=4)
     files = sorted((root / "flac").glob("*.flac"))
     specs = (("logmel", get_feature("logmel").resolve()),)
-    tasks = [_Task(i, str(f), None) for i, f in enumerate(files)]
-    expected = _extract_batch(tasks, specs)
+    tasks = [Task(i, str(f), None) for i, f in enumerate(files)]
+    expected = extract_batch(tasks, specs)
     one = expected[0].feats["logmel"].nbytes
     assert all(r.feats["logmel"].nbytes == one for r in expected)
     monkeypatch.setattr(shared_rows, "WAIT_SECONDS", 0.05)  # no release: inline, fast
@@ -100,12 +101,12 @@ def test_rows_travel_through_the_arena_released_batch_by_batch(tmp_path: Path, m
 
         def worker():
             for start in range(0, len(tasks), 2):  # each batch needs the previous one's space
-                sent.append(_extract_batch(tasks[start : start + 2], specs, arena=reader.spec))
+                sent.append(extract_batch(tasks[start : start + 2], specs, arena=reader.spec))
                 yield sent[-1]
 
         got = [
             {k: v.copy() for k, v in r.feats.items()}
-            for batch in _received(worker(), reader)
+            for batch in received(worker(), reader)
             for r in batch
         ]
     assert all(isinstance(r.feats["logmel"], SharedRows) for batch in sent for r in batch)
@@ -529,7 +530,6 @@ def test_store_layer_does_not_import_the_build_layer() -> None:
 
 
 def test_featstore_build_attribute_stays_the_function() -> None:
-    import importlib
 
     module = importlib.import_module("featstore.build")  # importing the submodule again
     assert featstore.build is module.build  # ... does not shadow the API function
@@ -539,8 +539,6 @@ def test_featstore_build_attribute_stays_the_function() -> None:
 def test_worker_memory_tuning_sets_glibc_thresholds_once(monkeypatch) -> None:
     import ctypes
 
-    build_module = importlib.import_module("featstore.build")  # featstore.build is the function
-
     calls = []
 
     class FakeLibc:
@@ -549,26 +547,24 @@ def test_worker_memory_tuning_sets_glibc_thresholds_once(monkeypatch) -> None:
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
-    build_module._keep_freed_memory.cache_clear()
+    extraction._keep_freed_memory.cache_clear()
     try:
-        build_module._keep_freed_memory()
-        build_module._keep_freed_memory()  # once per process
+        extraction._keep_freed_memory()
+        extraction._keep_freed_memory()  # once per process
         assert calls == [(-3, 32 << 20), (-1, 512 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     finally:
-        build_module._keep_freed_memory.cache_clear()
+        extraction._keep_freed_memory.cache_clear()
 
 
 def test_worker_memory_tuning_is_a_no_op_without_mallopt(monkeypatch) -> None:
     import ctypes
 
-    build_module = importlib.import_module("featstore.build")  # featstore.build is the function
-
     def no_libc(name):
         raise OSError("no such library")
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
-    build_module._keep_freed_memory.cache_clear()
+    extraction._keep_freed_memory.cache_clear()
     try:
-        build_module._keep_freed_memory()  # no error
+        extraction._keep_freed_memory()  # no error
     finally:
-        build_module._keep_freed_memory.cache_clear()
+        extraction._keep_freed_memory.cache_clear()

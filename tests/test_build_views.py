@@ -8,7 +8,6 @@ store (also a format-version-1 one) without touching its clean view.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import soundfile as sf
 from corpus_fixture import assert_stores_equal, make_corpus
 
 import featstore
+from featstore import extraction
 from featstore.audio import load_audio
 from featstore.augment import Recipe, augment, parse_recipe, view_rng
 from featstore.errors import AudioError, ConfigError, StoreError
@@ -32,7 +32,6 @@ from featstore.store.inspect import store_info, verify_store
 from featstore.store.journal import SplitJournal
 from featstore.store.zarr_backend import ZarrSink
 
-BUILD_MODULE = importlib.import_module("featstore.build")  # featstore.build is the function
 SMALL = {"features": "lfcc", "chunk_frames": 16, "shard_frames": 64, "fsync": False}
 RECIPE = "gain|bandlimit+codec(codecs='mulaw,alaw')|rawboost-isd"
 VIEWS = {"augment": RECIPE, "views": 2}
@@ -378,7 +377,7 @@ def test_version_1_stores_are_read_and_get_views(name: str, tmp_path: Path) -> N
 
 def _failing_chain(fail_sizes: set[int], views_failing: set[int] | None = None):
     """``apply_chain`` failing (like a silent noise excerpt) for signals of the given sizes."""
-    original = BUILD_MODULE.apply_chain
+    original = extraction.apply_chain
     seen: dict[int, int] = {}
 
     def apply_chain(x, rng, chain):
@@ -398,7 +397,7 @@ def test_a_failed_view_is_quarantined_and_the_clean_view_survives(
     size = load_audio(corpus / "flac" / f"{uid}.flac").signal.size
     out = tmp_path / "q.zarr"
     with monkeypatch.context() as m:
-        m.setattr(BUILD_MODULE, "apply_chain", _failing_chain({size}, {2}))
+        m.setattr(extraction, "apply_chain", _failing_chain({size}, {2}))
         summary = _build(corpus, out, **VIEWS)
     reason = "view 2 ("
     assert [q[:3] for q in summary.view_quarantine] == [("train", uid, 2)]
@@ -428,7 +427,7 @@ def test_strict_stops_at_the_first_failed_view(corpus: Path, tmp_path: Path, mon
     size = load_audio(corpus / "flac" / f"{uid}.flac").signal.size
     out = tmp_path / "s.zarr"
     with monkeypatch.context() as m:
-        m.setattr(BUILD_MODULE, "apply_chain", _failing_chain({size}, {1}))
+        m.setattr(extraction, "apply_chain", _failing_chain({size}, {1}))
         with pytest.raises(AudioError, match=f"train/{uid}: view 1 .*--strict: stopping"):
             _build(corpus, out, strict=True, **VIEWS)
     _build(corpus, out, **VIEWS)  # without --strict the same build resumes and finishes
@@ -442,7 +441,7 @@ def test_views_that_all_fail_stop_the_build_and_keep_the_store(
     shutil.copytree(clean, out)
     sizes = {load_audio(p).signal.size for p in (corpus / "flac").glob("LA_T_*.flac")}
     with monkeypatch.context() as m:
-        m.setattr(BUILD_MODULE, "apply_chain", _failing_chain(sizes))
+        m.setattr(extraction, "apply_chain", _failing_chain(sizes))
         with pytest.raises(AudioError, match="all 12 augmented views of split train failed"):
             _build(corpus, out, **VIEWS)
     assert featstore.open_store(out).n_views("train") == 1  # as it was, still readable
