@@ -39,14 +39,11 @@ import dataclasses
 import errno
 import fcntl
 import functools
-import hashlib
-import json
 import numbers
 import os
 import shutil
 import sys
 import time
-import tomllib
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -62,10 +59,11 @@ import numpy as np
 from featstore.atomic_files import write_json_atomic
 from featstore.audio import CLIPPED_FRACTION, CLIPPED_NOTE
 from featstore.augment import Recipe, parse_recipe
+from featstore.build_config import BuildConfig, check_features, name_list, sha256_json
+from featstore.build_summary import BuildSummary
 from featstore.errors import (
     AudioError,
     ConfigError,
-    LocatedError,
     ManifestError,
     ResourceError,
     SpoofstoreError,
@@ -82,7 +80,6 @@ from featstore.extraction import (
     view_key,
 )
 from featstore.features.registry import get_feature
-from featstore.features.validation import validate_feature_params
 from featstore.manifests import AudioLocator, Utterance, list_protocols, read_manifest
 from featstore.parallel import parallel_backend
 from featstore.remote import build_to_url
@@ -91,15 +88,11 @@ from featstore.split_writes import ShardBuffer, SplitCommitter, SplitStart, chec
 from featstore.store.backends import BACKENDS, StoreWriter
 from featstore.store.journal import SplitJournal, read_json
 from featstore.store.layout import (
-    CLEAN_LAYOUT_VERSION,
-    DEFAULT_CHUNK_FRAMES,
-    DEFAULT_SHARD_FRAMES,
     EXTRA_PREFIX,
     FIXED_COLUMNS,
     FORMAT_NAME,
     FORMAT_VERSION,
     NAME_PATTERN,
-    RESERVED_NAMES,
     VIEW_INDEX_GROUP,
     detect_format,
     is_remote,
@@ -114,251 +107,6 @@ from featstore.store.layout import (
 )
 
 __all__ = ["BuildConfig", "BuildSummary", "build"]
-
-_FORMATS = ("zarr", "hdf5")
-
-# ============================================================================================
-# configuration
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """How to build a store. Its :meth:`fingerprint_record` is hashed into the store.
-
-    Attributes
-    ----------
-    features : tuple of str
-        Registry names of the features to extract, in store order.
-    feature_params : Mapping[str, Mapping[str, Any]]
-        Per-feature parameter overrides (``{"mgd": {"rho": 0.2}}``).
-    format : {"zarr", "hdf5"} or None
-        Store format; None picks it from the output suffix (``.h5``/``.hdf5`` -> HDF5).
-    jobs : int
-        Worker processes (1: extract in this process; -1: one per core).
-    batch_size : int
-        Utterances per worker task (amortises inter-process overhead).
-    chunk_frames : int
-        Rows per chunk (a crop touches at most ``ceil(crop / chunk) + 1`` chunks).
-    shard_frames : int
-        Rows per shard file (Zarr) and per write; a multiple of ``chunk_frames``.
-    strict : bool
-        Fail on the first bad utterance instead of quarantining it.
-    fsync : bool
-        ``fsync`` data before each commit (survive power loss, not only a killed process).
-    max_quarantine : float
-        The largest fraction of a split's utterances that may be quarantined (0 to 1); a
-        split losing more fails the build, and so does a split left without any utterance.
-
-    Only ``features`` (with resolved parameters), ``chunk_frames``, ``shard_frames`` and the
-    format decide the bytes of a store; those make up the fingerprint. ``jobs``,
-    ``batch_size``, ``strict``, ``fsync`` and ``max_quarantine`` do not.
-
-    Raises
-    ------
-    ConfigError
-        An invalid value (no or repeated features, unknown format, ``jobs``, sizes).
-    FeatureError
-        An unknown feature or feature parameter.
-    """
-
-    features: tuple[str, ...] = ("mgd", "logmel")
-    feature_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    format: str | None = None
-    jobs: int = 2
-    batch_size: int = 8
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES
-    shard_frames: int = DEFAULT_SHARD_FRAMES
-    strict: bool = False
-    fsync: bool = True
-    max_quarantine: float = 0.5
-
-    def __post_init__(self) -> None:
-        features = tuple(self.features)
-        object.__setattr__(self, "features", features)
-        params = {k: dict(v) for k, v in dict(self.feature_params).items()}
-        object.__setattr__(self, "feature_params", params)
-        if not features:
-            raise ConfigError("no features selected")
-        if len(set(features)) != len(features):
-            raise ConfigError(f"feature listed twice: {', '.join(features)}")
-        reserved = sorted(set(features) & RESERVED_NAMES)
-        if reserved:
-            raise ConfigError(
-                f"a feature may not be named {reserved[0]!r}: every split of a store holds a "
-                "node of that name; register the feature under another name"
-            )
-        for name in features:
-            get_feature(name).resolve(**params.get(name, {}))
-        for name in params:
-            get_feature(name)  # unknown names in overrides are errors too
-        if self.format not in (None, *_FORMATS):
-            raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {self.format!r}")
-        self._check_types()
-        if self.jobs == 0 or self.jobs < -1:
-            raise ConfigError(f"jobs must be >= 1 (or -1 for every core), got {self.jobs}")
-        for name in ("batch_size", "chunk_frames", "shard_frames"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.max_quarantine <= 1.0:
-            raise ConfigError(
-                f"max_quarantine must be a fraction from 0 to 1, got {self.max_quarantine}"
-            )
-        if self.shard_frames % self.chunk_frames:
-            raise ConfigError(
-                f"shard_frames ({self.shard_frames}) must be a multiple of chunk_frames "
-                f"({self.chunk_frames})"
-            )
-
-    def _check_types(self) -> None:
-        """Integer, boolean and fraction fields hold values of their type (TOML allows any)."""
-        for name in ("jobs", "batch_size", "chunk_frames", "shard_frames"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-        for name in ("strict", "fsync"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        value = self.max_quarantine
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ConfigError(f"max_quarantine must be a number, got {value!r}")
-
-    def feature_records(self) -> dict[str, dict[str, Any]]:
-        """``describe()`` of each feature with its overrides, in store order."""
-        return {
-            name: get_feature(name).describe(**self.feature_params.get(name, {}))
-            for name in self.features
-        }
-
-    def fingerprint_record(self, fmt: str) -> dict[str, Any]:
-        """The part of the configuration that decides the store's bytes (JSON-ready)."""
-        return {
-            "format_version": CLEAN_LAYOUT_VERSION,  # the clean view's: views do not change it
-            "format": fmt,
-            "features": self.feature_records(),
-            "feature_order": list(self.features),
-            "chunk_frames": self.chunk_frames,
-            "shard_frames": self.shard_frames,
-        }
-
-    def fingerprint(self, fmt: str) -> str:
-        """Hex sha256 of the canonical JSON of :meth:`fingerprint_record`."""
-        return _sha256_json(self.fingerprint_record(fmt))
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> BuildConfig:
-        """Read a ``featstore.toml`` (the file ``featstore build --config`` takes).
-
-        The file sets the same fields as the dataclass, at the top level or in a ``[build]``
-        table. ``features`` is either a list of names (default parameters, or parameters in
-        ``[feature_params.NAME]`` tables) or a table of per-feature parameter tables, whose
-        order is the store's feature order::
-
-            jobs = 2
-            shard_frames = 65536
-            max_quarantine = 0.1
-
-            [features.mgd]
-            rho = 0.2
-
-            [features.logmel]   # default parameters
-
-        Every value is checked before anything is extracted: each feature's kernel runs once
-        on a short noise signal with the file's parameters (:func:`_check_features`).
-
-        Raises
-        ------
-        LocatedError
-            Unreadable TOML or unknown keys.
-        ConfigError
-            A value of the wrong type or out of range (``jobs = 0``, ``chunk_frames = -1``,
-            ``[features.mgd] win_length = 0``): the message names the file and the field.
-        FeatureError
-            Unknown feature or parameter.
-        """
-        path = Path(path)
-        try:
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-        except FileNotFoundError:
-            raise LocatedError(path, "no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise LocatedError(path, f"invalid TOML: {exc}") from None
-        except OSError as exc:
-            raise LocatedError(path, f"cannot read: {exc.strerror or exc}") from None
-        doc = _toml_fields(doc, path)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise LocatedError(
-                path, f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-            )
-        features = doc.pop("features", None)
-        kwargs: dict[str, Any] = dict(doc)
-        if not isinstance(kwargs.get("feature_params", {}), dict):
-            raise ConfigError(f"{path}: feature_params must be a table of [feature_params.NAME]")
-        if isinstance(features, dict):
-            kwargs["features"] = tuple(features)
-            params = {k: dict(v) for k, v in features.items() if isinstance(v, dict)}
-            for k, v in kwargs.get("feature_params", {}).items():
-                params.setdefault(k, {}).update(v)
-            kwargs["feature_params"] = params
-        elif isinstance(features, list | tuple | str):
-            kwargs["features"] = _feature_list(features)
-        elif features is not None:
-            raise ConfigError(f"{path}: features must be a list of names or [features.NAME] tables")
-        try:
-            cfg = cls(**kwargs)
-            _check_features(cfg)
-        except TypeError as exc:
-            raise LocatedError(path, str(exc)) from None
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        return cfg
-
-
-def _toml_fields(doc: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The configuration fields of a parsed TOML document: top level, or a ``[build]`` table.
-
-    With a ``[build]`` table, top-level ``[features.NAME]``/``[feature_params.NAME]`` tables
-    are still read (they are not silently dropped); a field set in both places is an error.
-    """
-    if "build" not in doc:
-        return dict(doc)
-    build_table = doc["build"]
-    if not isinstance(build_table, dict):
-        raise ConfigError(f"{path}: build must be a table ([build])")
-    rest = {k: v for k, v in doc.items() if k != "build"}
-    twice = sorted(set(build_table) & set(rest))
-    if twice:
-        raise ConfigError(f"{path}: {', '.join(twice)} set both in [build] and at the top level")
-    return {**build_table, **rest}
-
-
-def _feature_list(features: str | Iterable[str]) -> tuple[str, ...]:
-    if isinstance(features, str):
-        return tuple(f.strip() for f in features.split(",") if f.strip())
-    return tuple(features)
-
-
-def _check_features(cfg: BuildConfig) -> None:
-    """Refuse feature parameters no utterance can be extracted with, before any extraction.
-
-    :func:`~featstore.features.validation.validate_feature_params` checks every parameter of
-    the built-in features against the conditions under which their kernels fail or return
-    useless frames, and dry-runs a registered user kernel on 0.5 s of deterministic noise.
-
-    Raises
-    ------
-    ConfigError
-        Naming the feature and the parameter.
-    """
-    for name in cfg.features:
-        validate_feature_params(name, cfg.feature_params.get(name, {}))
-
-
-def _sha256_json(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 # ============================================================================================
@@ -469,7 +217,7 @@ def _resolve_augment(
 def _split_names(splits: str | Sequence[str]) -> tuple[str, ...]:
     """``"train,dev"`` or a list -> checked, distinct split names, sorted (canonical: the
     order does not change the views, so ``dev,train`` is the same build)."""
-    names = tuple(_feature_list(splits))
+    names = tuple(name_list(splits))
     if not names:
         raise ConfigError("--augment-splits names no split")
     for name in names:
@@ -478,144 +226,6 @@ def _split_names(splits: str | Sequence[str]) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"--augment-splits lists a split twice: {', '.join(names)}")
     return tuple(sorted(names))
-
-
-# ============================================================================================
-# summary
-
-
-@dataclass
-class BuildSummary:
-    """What a :func:`build` call did.
-
-    Attributes
-    ----------
-    out : str
-        The store.
-    format : str
-        ``"zarr"`` or ``"hdf5"``.
-    written : dict[str, int]
-        Utterances written by this call, per split.
-    quarantined : dict[str, int]
-        Utterances quarantined by this call, per split.
-    skipped : dict[str, int]
-        Utterances already done by an earlier (interrupted or finished) run, per split.
-    wall_seconds : float
-        Wall time of this call.
-    audio_seconds : float
-        Seconds of audio extracted by this call (each augmented view counts once).
-    noop : bool
-        True when the store was already complete.
-    quarantine : list of (str, str, str)
-        Every quarantined utterance of the store: ``(split, utt_id, reason)``.
-    labels : dict[str, dict[str, int]]
-        Per split, the utterances in the store by key: ``{"bonafide": n, "spoof": n}``
-        (plus ``"unknown"`` for key-less trial lists).
-    warnings : list of str
-        Legal but suspicious input (ids in two splits, clipped audio), for the user to check.
-    augmentation : str
-        The augmented views of the store (``3 view(s) of train by 'rawboost-5', seed 0``),
-        ``""`` without views.
-    views_written, views_skipped : dict[str, int]
-        Per augmented split, utterances whose views this call made / an earlier run made.
-    view_quarantine : list of (str, str, int, str)
-        Every quarantined view of the store: ``(split, utt_id, view, reason)``; its rows
-        copy the clean ones and ``Store.view_mask`` excludes it.
-    """
-
-    out: str
-    format: str
-    written: dict[str, int] = field(default_factory=dict)
-    quarantined: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-    wall_seconds: float = 0.0
-    audio_seconds: float = 0.0
-    noop: bool = False
-    quarantine: list[tuple[str, str, str]] = field(default_factory=list)
-    labels: dict[str, dict[str, int]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    augmentation: str = ""
-    views_written: dict[str, int] = field(default_factory=dict)
-    views_skipped: dict[str, int] = field(default_factory=dict)
-    view_quarantine: list[tuple[str, str, int, str]] = field(default_factory=list)
-
-    @property
-    def realtime_factor(self) -> float:
-        """Audio seconds processed per wall second."""
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def __str__(self) -> str:
-        return self.report()
-
-    def report(self, max_quarantined: int | None = 20) -> str:
-        """The summary for the user, listing at most ``max_quarantined`` quarantined utterances.
-
-        Parameters
-        ----------
-        max_quarantined : int or None, default 20
-            How many quarantined utterances to list (None: every one).
-        """
-        if self.noop:
-            views = f"; augmented views: {self.augmentation}" if self.augmentation else ""
-            head = (
-                f"{self.out} is already complete ({sum(self.skipped.values())} utterances, "
-                f"{len(self.quarantine)} quarantined{views}); nothing to do"
-            )
-            return "\n".join([head, *self._quarantine_lines(max_quarantined, noop=True)])
-        lines = []
-        for split in sorted(set(self.written) | set(self.skipped) | set(self.quarantined)):
-            line = f"  {split}: {self.written.get(split, 0)} written"
-            if self.quarantined.get(split):
-                line += f", {self.quarantined[split]} quarantined"
-            if self.skipped.get(split):
-                line += f", {self.skipped[split]} already done"
-            line += self._label_text(split)
-            lines.append(line)
-        head = (
-            f"built {self.out} ({self.format}) in {self.wall_seconds:.1f} s: "
-            f"{self.audio_seconds / 3600:.3f} h of audio, {self.realtime_factor:.0f}x real time"
-        )
-        views = self._view_lines(max_quarantined)
-        return "\n".join([head, *lines, *views, *self._quarantine_lines(max_quarantined)])
-
-    def _view_lines(self, limit: int | None) -> list[str]:
-        if not self.augmentation:
-            return []
-        out = [f"augmented views: {self.augmentation}"]
-        for split in sorted(set(self.views_written) | set(self.views_skipped)):
-            line = f"  {split}: views of {self.views_written.get(split, 0)} utterance(s) made"
-            if self.views_skipped.get(split):
-                line += f", {self.views_skipped[split]} already done"
-            n_bad = sum(1 for q in self.view_quarantine if q[0] == split)
-            if n_bad:
-                line += f"; {n_bad} view(s) quarantined (clean copies, masked out)"
-            out.append(line)
-        shown = self.view_quarantine if limit is None else self.view_quarantine[:limit]
-        out += [f"  {split}/{utt} view {k}: {reason}" for split, utt, k, reason in shown]
-        if len(shown) < len(self.view_quarantine):
-            more = len(self.view_quarantine) - len(shown)
-            out.append(f"  ... and {more} more quarantined view(s) (--all lists them)")
-        return out
-
-    def _label_text(self, split: str) -> str:
-        counts = self.labels.get(split)
-        if not counts:
-            return ""
-        bonafide, spoof = counts.get("bonafide", 0), counts.get("spoof", 0)
-        text = f"; in the store: {bonafide} bona fide, {spoof} spoof"
-        if counts.get("unknown"):
-            text += f", {counts['unknown']} without key"
-        return text
-
-    def _quarantine_lines(self, limit: int | None, noop: bool = False) -> list[str]:
-        if not self.quarantine or (noop and limit is not None):
-            return []
-        out = [f"{len(self.quarantine)} utterance(s) quarantined:"]
-        shown = self.quarantine if limit is None else self.quarantine[:limit]
-        out += [f"  {split}/{utt}: {reason}" for split, utt, reason in shown]
-        if len(shown) < len(self.quarantine):
-            out.append(f"  ... and {len(self.quarantine) - len(shown)} more (--all lists them)")
-        return out
 
 
 def _resolve_config(
@@ -630,7 +240,7 @@ def _resolve_config(
         base = BuildConfig.from_toml(config)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "features" in changes:
-        changes["features"] = _feature_list(changes["features"])
+        changes["features"] = name_list(changes["features"])
     if "feature_params" in changes:
         merged = {k: dict(v) for k, v in base.feature_params.items()}
         for name, params in changes["feature_params"].items():
@@ -793,7 +403,7 @@ def _manifest_digest(splits: Mapping[str, Sequence[Utterance]]) -> str:
             rows.append(
                 [split, u.utt_id, u.speaker, u.system, u.key, sorted(dict(u.extra).items())]
             )
-    return _sha256_json(rows)
+    return sha256_json(rows)
 
 
 def _make_writer(out: Path, fmt: str, fsync: bool) -> StoreWriter:
@@ -2169,7 +1779,7 @@ def build(
         "max_quarantine": max_quarantine,
     }
     plan = _plan(manifest, out, _resolve_config(config, overrides), aug)
-    _check_features(plan.cfg)
+    check_features(plan.cfg)
     _check_audio_root(audio_root)
     with _environment_faults(plan.out), _build_lock(plan.out):
         writer = _make_writer(plan.out, plan.fmt, plan.cfg.fsync)
