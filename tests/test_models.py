@@ -444,6 +444,19 @@ def test_maxout_values_and_gradients_equal_the_max_definition(dtype, dim):
         assert torch.equal(maxout(x, dim), ref.detach())
 
 
+def test_maxout_gradient_of_a_strided_upstream_gradient():
+    """The backward writes into the interleaved input gradient whatever the layout of the
+    gradient it receives (here a transposed view)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 8, 4, 6, generator=g)
+    x_ref, x_new = x.clone().requires_grad_(), x.clone().requires_grad_()
+    upstream = torch.randn(3, 6, 4, 4, generator=g).transpose(1, 3)  # (3, 4, 4, 6), strided
+    assert not upstream.is_contiguous()
+    _maxout_by_max(x_ref, 1).backward(upstream)
+    maxout(x_new, 1).backward(upstream)
+    assert torch.equal(x_ref.grad, x_new.grad)
+
+
 # --- chosen features as input channels --------------------------------------------------------
 
 
