@@ -132,11 +132,14 @@ def _committed(state: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path, jobs: int) -> None:
+    """Killed twice and resumed; with ``--jobs 2`` the killed builds' shared-memory arena
+    directories are removed by the next build (their pid is gone)."""
     root = make_corpus(tmp_path / "corpus", {"train": 50, "dev": 20}, seconds=(0.4, 1.2), seed=2)
     toml = tmp_path / "featstore.toml"
     toml.write_text(
-        "jobs = 1\nchunk_frames = 32\nshard_frames = 64\nfsync = false\n"
+        f"jobs = {jobs}\nbatch_size = 2\nchunk_frames = 32\nshard_frames = 64\nfsync = false\n"
         "[features.mgd]\n[features.logmel]\n"
     )
     out = tmp_path / "killed.zarr"
@@ -157,6 +160,7 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None
     ]
     state = out / ".spoofstore-build"
     kills = 0
+    killed: list[int] = []
     for threshold in (1, 40):  # kill early, then again later in the resumed run
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
@@ -164,6 +168,7 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None
             if _committed(state) >= threshold:
                 os.kill(proc.pid, signal.SIGKILL)
                 kills += 1
+                killed.append(proc.pid)
                 break
             time.sleep(0.002)
         proc.wait()
@@ -171,6 +176,9 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path) -> None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "already done" in done.stdout or "already complete" in done.stdout
+    if os.path.isdir("/dev/shm"):
+        left = [p for p in os.listdir("/dev/shm") for pid in killed if f"-rows-{pid}-" in p]
+        assert left == []
     clean = tmp_path / "clean.zarr"
     featstore.build(root / "protocols", root, clean, config=toml, quiet=True)
     assert_stores_equal(clean, out)
