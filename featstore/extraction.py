@@ -16,6 +16,9 @@ import ctypes
 import dataclasses
 import functools
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,13 +174,13 @@ def extract_batch(
 ) -> list[Extracted | Rejected]:
     """Worker entry point: features of a batch of utterances, in order.
 
-    ``own_process``: this runs in a worker process the build started (loky), whose memory
-    allocator may be tuned for the build (:func:`_keep_freed_memory`). ``arena``: the
+    ``own_process``: this runs in a worker process the build started (loky), set up for it
+    (:func:`_set_up_worker_process`). ``arena``: the
     build's shared-memory arenas; rows go back through this process's ring where they fit
     (:func:`_sharer`).
     """
     if own_process:
-        _keep_freed_memory()
+        _set_up_worker_process()
     share = _sharer(arena)
     return [share(_extract_one(t, specs)) for t in tasks]
 
@@ -318,7 +321,7 @@ def extract_views_batch(
     ``own_process`` and ``arena`` as for :func:`extract_batch`.
     """
     if own_process:
-        _keep_freed_memory()
+        _set_up_worker_process()
     recipe = _recipe_from_json(recipe_json)
     share = _sharer(arena)
     return [share(_views_one(t, specs, recipe, seed, views)) for t in tasks]
@@ -385,6 +388,34 @@ def _view_rows(
                 f"{name}: {len(rows[name])} frames, the clean view has {expected[name]}"
             )
     return rows
+
+
+def _set_up_worker_process() -> None:
+    """What a worker process the build started does before its first batch (once each)."""
+    _keep_freed_memory()
+    _exit_with_parent()
+
+
+@functools.cache
+def _exit_with_parent(interval: float = 1.0) -> threading.Thread:
+    """Stop this worker process when the process that started it is gone.
+
+    A build killed with ``kill -9`` leaves its loky workers behind, reparented, each holding
+    its memory (~200 MB) until loky's idle timeout, or for good when it is blocked writing a
+    result nobody reads. A daemon thread checks every ``interval`` seconds whether the
+    parent is still the one it started with, and ends the process when it is not (a
+    process's parent changes only when the parent dies).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="featstore-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.cache

@@ -556,6 +556,52 @@ def test_worker_memory_tuning_sets_glibc_thresholds_once(monkeypatch) -> None:
         extraction._keep_freed_memory.cache_clear()
 
 
+_CHILD = """
+import sys, time
+from featstore import extraction
+extraction._exit_with_parent(0.05)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "ready"
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_process_ends_when_its_parent_is_killed() -> None:
+    """A build killed with SIGKILL must not leave its workers running (holding memory)."""
+    import signal
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, _CHILD], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child)
+    finally:
+        parent.kill()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, not reaped by init yet, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_worker_memory_tuning_is_a_no_op_without_mallopt(monkeypatch) -> None:
     import ctypes
 
