@@ -1411,7 +1411,7 @@ def _extract(
     cfg = plan.cfg
     # loky with several jobs runs batches in worker processes this build starts; with one
     # job they run here, in the caller's process, and Dask workers are the user's
-    own_workers = backend == "loky" and cfg.jobs != 1
+    build_pid = os.getpid() if backend == "loky" and cfg.jobs != 1 else None
     specs = tuple(
         (name, get_feature(name).resolve(**cfg.feature_params.get(name, {})))
         for name in cfg.features
@@ -1438,13 +1438,13 @@ def _extract(
             n_jobs=cfg.jobs, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1
         ) as parallel,
         # inside Parallel: closed first on errors, which wakes workers waiting for ring space
-        arenas(enabled=own_workers) as reader,
+        arenas(enabled=build_pid is not None) as reader,
         _quiet_abandoned_tasks(),
     ):
         arena = None if reader is None else reader.spec
 
         def dispatch(batches: list[list[Task]]) -> Iterable[list[_Result]]:
-            calls = (delayed(extract_batch)(b, specs, own_workers, arena) for b in batches)
+            calls = (delayed(extract_batch)(b, specs, build_pid, arena) for b in batches)
             return received(parallel(calls), reader)
 
         progress = _Progress(bar, t0)
@@ -1462,7 +1462,7 @@ def _extract(
             def dispatch_views(batches: list[list[ViewTask]]) -> Iterable[list[Any]]:
                 calls = (
                     delayed(extract_views_batch)(
-                        b, specs, recipe_json, aug.seed, numbers_, own_workers, arena
+                        b, specs, recipe_json, aug.seed, numbers_, build_pid, arena
                     )
                     for b in batches
                 )

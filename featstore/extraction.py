@@ -169,17 +169,18 @@ def _feature_rows(
 def extract_batch(
     tasks: Sequence[Task],
     specs: Sequence[tuple[str, dict[str, Any]]],
-    own_process: bool = False,
+    build_pid: int | None = None,
     arena: ArenaSpec | None = None,
 ) -> list[Extracted | Rejected]:
     """Worker entry point: features of a batch of utterances, in order.
 
-    ``own_process``: this runs in a worker process the build started (loky), set up for it
-    (:func:`_set_up_worker_process`). ``arena``: the
+    ``build_pid``: the build process's pid when the batches go to worker processes it
+    started (loky); such a worker is set up for the build (:func:`_set_up_worker_process`),
+    the build process itself is not when joblib runs a batch there. ``arena``: the
     build's shared-memory arenas; rows go back through this process's ring where they fit
     (:func:`_sharer`).
     """
-    if own_process:
+    if build_pid is not None and os.getpid() != build_pid:
         _set_up_worker_process()
     share = _sharer(arena)
     return [share(_extract_one(t, specs)) for t in tasks]
@@ -313,14 +314,14 @@ def extract_views_batch(
     recipe_json: str,
     seed: int,
     views: Sequence[int],
-    own_process: bool = False,
+    build_pid: int | None = None,
     arena: ArenaSpec | None = None,
 ) -> list[ViewsExtracted | Rejected]:
     """Worker entry point: the augmented views ``views`` of a batch of utterances, in order.
 
-    ``own_process`` and ``arena`` as for :func:`extract_batch`.
+    ``build_pid`` and ``arena`` as for :func:`extract_batch`.
     """
-    if own_process:
+    if build_pid is not None and os.getpid() != build_pid:
         _set_up_worker_process()
     recipe = _recipe_from_json(recipe_json)
     share = _sharer(arena)

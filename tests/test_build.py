@@ -593,6 +593,17 @@ def test_a_worker_process_ends_when_its_parent_is_killed() -> None:
         parent.kill()
 
 
+def test_a_batch_run_in_the_build_process_does_not_set_it_up_as_a_worker(monkeypatch) -> None:
+    """joblib runs batches in the caller when it has one worker (``jobs = -1`` on one core):
+    the build process must not tune its allocator or exit when *its* parent goes away."""
+    calls = []
+    monkeypatch.setattr(extraction, "_set_up_worker_process", lambda: calls.append(1))
+    extract_batch([], (), build_pid=os.getpid())
+    assert calls == []
+    extract_batch([], (), build_pid=os.getpid() + 1)  # as in a worker process
+    assert calls == [1]
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie, not reaped by init yet, is not)."""
     try:
