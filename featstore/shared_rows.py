@@ -175,7 +175,7 @@ class WorkerArena:
     def put(self, rows: np.ndarray) -> SharedRows | None:
         """Copy ``rows`` into the ring; None where it must go inline (see the module)."""
         n = rows.nbytes
-        if n == 0 or n > self.capacity // 2:
+        if n == 0 or n > self.capacity // 2 or rows.dtype.hasobject:  # no pointers in a ring
             return None
         size = -(-n // _ALIGN) * _ALIGN
         start = self.head

@@ -45,11 +45,12 @@ def test_put_then_read_gives_the_same_array_and_unlinks_the_file(reader) -> None
     assert os.listdir(reader.spec.directory) == []  # mapped by both: nothing left behind
 
 
-def test_arrays_too_large_or_empty_stay_inline(reader) -> None:
+def test_arrays_too_large_empty_or_of_objects_stay_inline(reader) -> None:
     arena = WorkerArena(reader.spec)
     assert arena.put(np.zeros((0, 8), np.float32)) is None
     assert arena.put(np.zeros(8 * KIB // 4 + 1, np.float32)) is None  # over half the ring
     assert arena.put(np.zeros(8 * KIB // 4, np.float32)) is not None
+    assert arena.put(np.array([["a"]], dtype=object)) is None  # pointers mean nothing elsewhere
 
 
 @settings(max_examples=30, deadline=None)
