@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from corpus_fixture import add_utterance, assert_stores_equal, make_corpus, speechlike
+from processes import alive
 
 import featstore
 from featstore import extraction, shared_rows
@@ -586,9 +587,9 @@ def test_a_worker_process_ends_when_its_parent_is_killed() -> None:
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 10
-        while _running(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child)
+        assert not alive(child)
     finally:
         parent.kill()
 
@@ -602,15 +603,6 @@ def test_a_batch_run_in_the_build_process_does_not_set_it_up_as_a_worker(monkeyp
     assert calls == []
     extract_batch([], (), build_pid=os.getpid() + 1)  # as in a worker process
     assert calls == [1]
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, not reaped by init yet, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_worker_memory_tuning_is_a_no_op_without_mallopt(monkeypatch) -> None:

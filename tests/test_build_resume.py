@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from corpus_fixture import assert_stores_equal, make_corpus
+from processes import alive, loky_children
 
 import featstore
 from featstore.errors import ResourceError
@@ -167,7 +168,7 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path, jobs: i
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             if _committed(state) >= threshold:
-                workers += _loky_children(proc.pid)
+                workers += loky_children(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
                 kills += 1
                 killed.append(proc.pid)
@@ -183,40 +184,15 @@ def test_sigkill_mid_build_then_resume_is_byte_identical(tmp_path: Path, jobs: i
         assert left == []
     assert (jobs == 1) == (workers == [])
     deadline = time.monotonic() + 10  # the killed builds' workers end with them
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [w for w in workers if _alive(w)]
+    assert not [w for w in workers if alive(w)]
     clean = tmp_path / "clean.zarr"
     featstore.build(root / "protocols", root, clean, config=toml, quiet=True)
     assert_stores_equal(clean, out)
     assert _files(clean) == _files(out)
     assert not list(out.rglob("*.partial"))
     assert not list(out.rglob(".*.tmp"))  # temporary shard files of featstore.atomic_files
-
-
-def _loky_children(pid: int) -> list[int]:
-    """The loky worker processes ``pid`` started."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and b"popen_loky" in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (not gone, not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _hold_lock(path: Path) -> subprocess.Popen:
