@@ -17,7 +17,9 @@ With ``--backend dask`` the runs are ``jobs2`` (loky, 2 processes) and ``dask2``
 interleaved; it prints the overhead of the Dask path (dask2 / jobs2 build wall, the
 ``LocalCluster`` start included) and the bytes moved to the writing process per audio hour
 (loky: its ``rchar`` from ``/proc/self/io`` during the build, i.e. the results read from the
-workers' pipes; Dask: the bytes the workers sent, ``transfer_outgoing_bytes_total``).
+workers' pipes, which since the shared-memory rings (``featstore.shared_rows``) carry only
+references and the arrays sent inline; Dask: the bytes the workers sent,
+``transfer_outgoing_bytes_total``).
 
 With ``--views K`` the runs are ``clean`` (``--jobs 2``, no views) and one build with K
 augmented views per ``--recipe`` (default: the issue's recipe, the ``codec`` default list
@@ -119,7 +121,7 @@ import contextlib, json, resource, sys, time, featstore, featstore.build, joblib
 from featstore.parallel import parallel_backend
 backend = sys.argv[5] if len(sys.argv) > 5 else "loky"
 views = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
-def rchar():  # bytes this process read with read(): loky results arrive through pipes
+def rchar():  # bytes this process read with read(): loky results (not the rows in rings)
     with open("/proc/self/io") as fh:
         return int(next(line for line in fh if line.startswith("rchar")).split()[1])
 t0 = time.perf_counter()

@@ -223,7 +223,9 @@ def received(batches: Iterable[list[Any]], reader: ArenaReader | None) -> Iterat
         local = [_local_rows(result, reader) for result in batch]
         yield local
         for result in batch:
-            for rows in getattr(result, "feats", {}).values():
+            if isinstance(result, Rejected):
+                continue
+            for rows in result.feats.values():
                 if isinstance(rows, SharedRows):
                     reader.release(rows)
 

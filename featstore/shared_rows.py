@@ -142,7 +142,6 @@ class WorkerArena:
     """
 
     def __init__(self, spec: ArenaSpec):
-        self.spec = spec
         self.capacity = spec.capacity
         self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
         path = os.path.join(spec.directory, self.name)
@@ -311,8 +310,8 @@ def _remove_orphans(root: str) -> None:
             os.kill(pid, 0)
         except ProcessLookupError:
             shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, PermissionError, OSError):
-            continue  # not ours, or a live process of another user
+        except (ValueError, OSError):
+            continue  # not ours, or a live process of another user (EPERM)
 
 
 @contextlib.contextmanager
